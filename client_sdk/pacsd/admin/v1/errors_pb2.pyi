@@ -1,0 +1,22 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    INTERNAL_ERROR: _ClassVar[ErrorReason]
+    INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    DICOM_PORT_IN_USE: _ClassVar[ErrorReason]
+    DICOM_BIND_FAILED: _ClassVar[ErrorReason]
+    SERVER_STOPPED: _ClassVar[ErrorReason]
+    SHUTTING_DOWN: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+INTERNAL_ERROR: ErrorReason
+INVALID_ARGUMENT: ErrorReason
+DICOM_PORT_IN_USE: ErrorReason
+DICOM_BIND_FAILED: ErrorReason
+SERVER_STOPPED: ErrorReason
+SHUTTING_DOWN: ErrorReason

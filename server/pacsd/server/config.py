@@ -1,0 +1,165 @@
+"""Server settings and where they come from.
+
+Precedence, highest first: command-line flag > ``PACSD_*`` environment variable >
+TOML file > default. Every source is merged into one dict and validated once by the
+``Settings`` model, so an error names the field whichever source it came from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "PACSD_"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(Exception):
+    """Settings could not be read or are invalid; the message is meant for the operator."""
+
+
+class AddinConfig(BaseModel):
+    """Per-add-in configuration: the ``[addins.NAME]`` tables of the settings file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(BaseModel):
+    """Everything a pacsd process is configured with. Documented in docs/configuration.md."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    ae_title: str = "PACSD"
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    control_host: str = "127.0.0.1"
+    control_port: int = Field(50051, ge=0, le=65535)
+    data_dir: Path = Path("pacsd-data")
+    log_level: LogLevel = "INFO"
+    #: Seconds running associations may go on after stop/shutdown before they are aborted.
+    grace_period: float = Field(10.0, ge=0)
+    #: Concurrent associations; the next one is rejected (transient, local limit exceeded).
+    max_associations: int = Field(64, ge=1)
+    #: Largest P-DATA PDU we announce; 128 KiB keeps per-PDU overhead low with DCMTK peers.
+    max_pdu_size: int = Field(131072, ge=4096)
+    #: Seconds to wait for an A-ASSOCIATE-RQ or A-RELEASE-RP.
+    acse_timeout: float = Field(30.0, gt=0)
+    #: Seconds to wait for the next DIMSE message while one is in progress.
+    dimse_timeout: float = Field(30.0, gt=0)
+    #: Seconds an association may stay idle before it is aborted.
+    network_timeout: float = Field(60.0, gt=0)
+    addins: dict[str, AddinConfig] = Field(default_factory=dict)
+    #: Add-ins whose failure to load or start makes startup fail.
+    required_addins: list[str] = Field(default_factory=list)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        # PS3.5 AE VR: 1-16 characters of the default repertoire, no backslash or control codes.
+        stripped = value.strip()
+        if not stripped or len(value) > 16:
+            raise ValueError("must be 1 to 16 characters and not only spaces")
+        if any(c == "\\" or not (0x20 <= ord(c) < 0x7F) for c in value):
+            raise ValueError("may hold printable ASCII only, without backslash")
+        return stripped
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("control_host")
+    @classmethod
+    def _control_loopback(cls, value: str) -> str:
+        # Until the control plane speaks TLS with credentials, it must not leave the host.
+        if not is_loopback(value):
+            raise ValueError(
+                "the control plane listens on loopback only (127.0.0.0/8, ::1 or localhost) "
+                "until TLS and credentials are configured"
+            )
+        return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+#: Settings that ``PACSD_<NAME>`` may set: every scalar field (tables come from the file).
+ENV_FIELDS = tuple(
+    name for name in Settings.model_fields if name not in ("addins", "required_addins")
+)
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        name: environ[ENV_PREFIX + name.upper()]
+        for name in ENV_FIELDS
+        if ENV_PREFIX + name.upper() in environ
+    }
+    if ENV_PREFIX + "REQUIRED_ADDINS" in environ:
+        raw = environ[ENV_PREFIX + "REQUIRED_ADDINS"]
+        values["required_addins"] = [s.strip() for s in raw.split(",") if s.strip()]
+    return values
+
+
+def from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources by precedence and validate the result.
+
+    ``flags`` holds only the options the user actually gave (None values are ignored).
+    Without ``config_file``, ``PACSD_CONFIG`` names the file, if set.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(from_file(config_file))
+    merged.update(from_env(environ))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the setting (``addins.x.enabled: ...``)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        parts.append(f"{where}: {msg}")
+    return "invalid settings: " + "; ".join(parts)

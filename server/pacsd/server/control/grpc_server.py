@@ -1,0 +1,73 @@
+"""Builds the gRPC server: pacsd services, grpc.health.v1 and server reflection."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pacsd.admin.v1 import server_pb2, server_pb2_grpc
+from pacsd.server.control.server_service import ServerServicer
+
+if TYPE_CHECKING:
+    from pacsd.server.runtime import Runtime
+
+#: Health service name that reports SERVING only while the DICOM listener accepts
+#: associations (RUNNING); "" reports whether the process is up at all.
+DICOM_HEALTH_SERVICE = "pacsd.dicom"
+
+SERVICE_NAMES = (server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,)
+
+
+class ControlBindError(Exception):
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        super().__init__(f"control port {host}:{port} is already in use or cannot be bound")
+
+
+def grpc_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ControlPlane:
+    def __init__(self, runtime: Runtime) -> None:
+        self.health = health.HealthServicer()
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="pacsd-control"),
+            # gRPC sets SO_REUSEPORT by default, which would let a second pacsd "bind" a
+            # control port that is already taken.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+
+    def bind(self, host: str, port: int) -> int:
+        try:
+            bound = self._server.add_insecure_port(grpc_address(host, port))
+        except RuntimeError as exc:
+            raise ControlBindError(host, port) from exc
+        if bound == 0:
+            raise ControlBindError(host, port)
+        return bound
+
+    def start(self) -> None:
+        self._server.start()
+        self.set_health("", True)
+
+    def set_health(self, service: str, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self.health.set(service, status)
+
+    def stop(self, grace: float) -> None:
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()

@@ -1,0 +1,115 @@
+"""pynetdicom subclasses that give pacsd control over each incoming association.
+
+pynetdicom decides acceptance and presentation contexts from AE-wide state. pacsd needs
+them per association: the admission check (paused server, later AE policy) must run
+before negotiation, and the contexts offered must come from the routing table current
+when the association is requested. These classes are the only place that reaches into
+pynetdicom's internals; everything else uses the public event API.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from copy import deepcopy
+from typing import Any, NamedTuple
+
+from pynetdicom import evt
+from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from pacsd.server.addins.routing import RoutingTable
+
+
+class Rejection(NamedTuple):
+    """An A-ASSOCIATE-RJ: result (1 permanent, 2 transient), source and diagnostic (PS3.8)."""
+
+    result: int
+    source: int
+    diagnostic: int
+    why: str
+
+
+#: Returns a rejection for the association, or None to go on negotiating.
+AdmissionCheck = Callable[[Association], Rejection | None]
+
+
+class AdmissionACSE(ACSE):
+    """ACSE that asks pacsd whether to admit an association before negotiating it."""
+
+    def __init__(self, assoc: Association, admission: AdmissionCheck) -> None:
+        super().__init__(assoc)
+        self._admission = admission
+
+    def _negotiate_as_acceptor(self) -> None:
+        rejection = self._admission(self.assoc)
+        if rejection is None:
+            super()._negotiate_as_acceptor()
+            return
+        self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
+        self.assoc.pacsd_rejection = rejection  # type: ignore[attr-defined]
+        # Same sequence pynetdicom uses for its own rejections.
+        self.send_reject(rejection.result, rejection.source, rejection.diagnostic)
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
+
+
+class PacsdRequestHandler(RequestHandler):
+    """Creates each acceptor association with pacsd's routing snapshot and admission."""
+
+    server: PacsdAssociationServer
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        table = self.server.routing()
+        assoc.pacsd_routes = table  # type: ignore[attr-defined]
+        assoc.pacsd_id = self.server.new_association_id()  # type: ignore[attr-defined]
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts_for(table))
+        assoc.acse = AdmissionACSE(assoc, self.server.admission)
+        return assoc
+
+
+class PacsdAssociationServer(ThreadedAssociationServer):
+    """The listening socket. Connection threads are daemons and never joined on close:
+    pacsd tracks associations itself and waits for them up to its grace period."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    routing: Callable[[], RoutingTable]
+    admission: AdmissionCheck
+    new_association_id: Callable[[], str]
+
+    def configure(
+        self,
+        routing: Callable[[], RoutingTable],
+        admission: AdmissionCheck,
+        new_association_id: Callable[[], str],
+    ) -> None:
+        self.routing = routing
+        self.admission = admission
+        self.new_association_id = new_association_id
+        self._contexts_cache: tuple[RoutingTable, list[PresentationContext]] | None = None
+
+    def contexts_for(self, table: RoutingTable) -> list[PresentationContext]:
+        """Presentation contexts for a routing table, built once per table."""
+        cached = self._contexts_cache
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        contexts = []
+        for uid, syntaxes in table.abstract_syntaxes().items():
+            cx = PresentationContext()
+            cx.abstract_syntax = uid
+            cx.transfer_syntax = list(syntaxes)
+            contexts.append(cx)
+        self._contexts_cache = (table, contexts)
+        return contexts
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = super().get_request()
+        # pynetdicom never sets TCP_NODELAY; without it command+dataset sends stall on
+        # delayed ACKs (~40 ms per message).
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address

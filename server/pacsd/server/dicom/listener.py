@@ -1,0 +1,213 @@
+"""The DICOM listener: binds the port and runs it through RUNNING, PAUSED and STOPPED.
+
+STOPPED closes the listening socket (new connections are refused by the kernel);
+PAUSED keeps it open and answers every new association with a transient
+A-ASSOCIATE-RJ, so peers know to retry. Running associations are never cut short by a
+state change: they finish, or are aborted once the grace period has passed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
+
+from pacsd.addin import sop
+from pacsd.server.addins.routing import RoutingTable
+from pacsd.server.config import Settings
+from pacsd.server.dicom import dispatch
+from pacsd.server.dicom.engine import (
+    PacsdAssociationServer,
+    PacsdRequestHandler,
+    Rejection,
+)
+from pacsd.server.dicom.tracking import AssociationTracker
+
+log = logging.getLogger("pacsd.core.dicom")
+
+# pynetdicom's own per-PDU/per-message log handlers cost 7-13 % of throughput.
+_config.LOG_HANDLER_LEVEL = "none"
+
+#: Transient rejection, service provider (presentation), temporary congestion.
+PAUSED_REJECTION = Rejection(0x02, 0x03, 0x01, "server paused")
+#: Transient rejection, service provider (presentation), local limit exceeded.
+LIMIT_REJECTION = Rejection(0x02, 0x03, 0x02, "maximum associations reached")
+
+
+class ListenerState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class BindError(Exception):
+    """The listening socket could not be bound."""
+
+    def __init__(self, host: str, port: int, err: OSError) -> None:
+        self.host, self.port, self.errno = host, port, err.errno
+        self.in_use = err.errno == errno.EADDRINUSE
+        what = "is already in use" if self.in_use else f"cannot be bound: {err.strerror}"
+        super().__init__(f"DICOM port {host}:{port} {what}")
+
+
+class DicomListener:
+    def __init__(
+        self,
+        settings: Settings,
+        routing: Callable[[], RoutingTable],
+        tracker: AssociationTracker,
+    ) -> None:
+        self._settings = settings
+        self._routing = routing
+        self.tracker = tracker
+        self._lock = threading.RLock()
+        self._server: PacsdAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._paused = False
+        self.host = settings.dicom_host
+        #: The port actually bound; keeps its value while stopped so start() rebinds it.
+        self.port = settings.dicom_port
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        s = self._settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_pdu_size = s.max_pdu_size
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        # pacsd enforces the limit itself (admission), with the same rejection.
+        ae.maximum_associations = 1_000_000
+        return ae
+
+    @property
+    def state(self) -> ListenerState:
+        with self._lock:
+            if self._server is None:
+                return ListenerState.STOPPED
+            return ListenerState.PAUSED if self._paused else ListenerState.RUNNING
+
+    def start(self) -> bool:
+        """Bind and serve; False when already listening. Raises BindError."""
+        with self._lock:
+            if self._server is not None:
+                return False
+            handlers = [
+                (evt.EVT_C_ECHO, dispatch.handle_echo),
+                (evt.EVT_ACCEPTED, self._on_accepted),
+                (evt.EVT_REJECTED, self._on_rejected),
+                (evt.EVT_ABORTED, self._on_aborted),
+                (evt.EVT_CONN_CLOSE, self._on_closed),
+                (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
+                (evt.EVT_DIMSE_SENT, self._on_dimse_sent),
+            ]
+            try:
+                server = self.ae.make_server(
+                    (self.host, self.port),
+                    # make_server insists on a context; ours come from the routing table
+                    # per association (PacsdRequestHandler).
+                    contexts=[build_context(sop.VERIFICATION)],
+                    evt_handlers=handlers,
+                    server_class=PacsdAssociationServer,
+                    request_handler=PacsdRequestHandler,
+                )
+            except OSError as exc:
+                raise BindError(self.host, self.port, exc) from exc
+            server.configure(self._routing, self._admit, self.tracker.new_id)
+            self.ae._servers.append(server)  # AssociationServer.shutdown() removes it
+            self.port = int(server.server_address[1])
+            self._server = server
+            self._paused = False
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="pacsd-dicom-listener",
+                daemon=True,
+            )
+            self._thread.start()
+            log.info("DICOM listener on %s:%d as %s", self.host, self.port, self.ae.ae_title)
+            return True
+
+    def stop(self, grace_period: float) -> bool:
+        """Close the listening socket, then wait for running associations up to the grace
+        period and abort those still running. False when already stopped."""
+        with self._lock:
+            server, self._server = self._server, None
+            self._paused = False
+            if server is None:
+                return False
+            server.shutdown()  # stops serve_forever and closes the listening socket
+            log.info("DICOM listener on %s:%d closed", self.host, self.port)
+        self.drain(grace_period)
+        return True
+
+    def drain(self, grace_period: float) -> None:
+        if self.tracker.wait_idle(grace_period):
+            return
+        live = self.tracker.live()
+        log.warning(
+            "grace period of %.1fs over; aborting %d association(s)", grace_period, len(live)
+        )
+        for item in live:
+            item.assoc.abort()
+        self.tracker.wait_idle(5.0)
+
+    def pause(self) -> bool:
+        with self._lock:
+            if self._server is None:
+                raise ListenerStoppedError("the DICOM listener is stopped; start it first")
+            changed, self._paused = not self._paused, True
+            return changed
+
+    def resume(self) -> bool:
+        with self._lock:
+            if self._server is None:
+                raise ListenerStoppedError("the DICOM listener is stopped; start it first")
+            changed, self._paused = self._paused, False
+            return changed
+
+    # -- admission and event handlers (run on association threads) -----------------
+
+    def _admit(self, assoc: Association) -> Rejection | None:
+        if self._paused:
+            return PAUSED_REJECTION
+        if len(self.tracker.live()) >= self._settings.max_associations:
+            return LIMIT_REJECTION
+        return None
+
+    def _on_accepted(self, event: Event) -> None:
+        self.tracker.accepted(event.assoc, getattr(event.assoc, "pacsd_id", ""))
+
+    def _on_rejected(self, event: Event) -> None:
+        rejection = getattr(event.assoc, "pacsd_rejection", None)
+        why = rejection.why if rejection else "rejected during negotiation"
+        log.info(
+            "association from %s (%s) rejected: %s",
+            event.assoc.requestor.ae_title,
+            event.assoc.requestor.address,
+            why,
+        )
+        self.tracker.rejected()
+
+    def _on_aborted(self, event: Event) -> None:
+        self.tracker.aborted()
+
+    def _on_closed(self, event: Event) -> None:
+        self.tracker.closed(event.assoc)
+
+    def _on_dimse_recv(self, event: Event) -> None:
+        self.tracker.dimse_received()
+
+    def _on_dimse_sent(self, event: Event) -> None:
+        self.tracker.dimse_sent()
+
+
+class ListenerStoppedError(Exception):
+    """Pause or resume was asked of a stopped listener."""

@@ -1,0 +1,76 @@
+"""``pacsd``: the server's command line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from pacsd.server.config import ConfigError, load_settings
+from pacsd.server.version import VERSION
+
+
+def _fail(message: str) -> None:
+    click.echo(f"pacsd: error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="pacsd")
+def cli() -> None:
+    """pacsd: an extensible DICOM server framework."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML settings file.")
+@click.option("--ae-title", help="AE title answered on the DICOM port [PACSD].")
+@click.option("--dicom-host", help="Address of the DICOM listener [127.0.0.1].")
+@click.option("--dicom-port", type=int, help="DICOM port; 0 picks a free one [11112].")
+@click.option("--control-host", help="Address of the gRPC control plane (loopback) [127.0.0.1].")
+@click.option("--control-port", type=int, help="Control-plane port; 0 picks a free one [50051].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory [./pacsd-data].")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL [INFO].")
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the DICOM server and its control plane until SIGTERM, SIGINT or Shutdown.
+
+    Every option also reads from PACSD_<OPTION> (e.g. PACSD_DICOM_PORT) and from the
+    config file; a flag beats the environment, which beats the file.
+    """
+    try:
+        settings = load_settings(flags, config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+
+    from pacsd.server import logsetup
+    from pacsd.server.runtime import Runtime, StartupError
+
+    logsetup.configure(settings.log_level)
+    runtime = Runtime(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        runtime.request_shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        line = runtime.start()
+    except StartupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(line)
+    sys.stdout.flush()
+    runtime.wait()
+    runtime.shutdown()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""One pacsd process: starts its parts in order and takes them down again.
+
+Startup order (each step fails with a one-line error and exit status 1):
+settings -> data directory and database (migrated) -> add-ins -> control plane bound ->
+DICOM listener bound -> "listening ..." line printed -> serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+
+from pacsd.server.addins.manager import AddinManager
+from pacsd.server.config import Settings
+from pacsd.server.control.grpc_server import DICOM_HEALTH_SERVICE, ControlPlane, grpc_address
+from pacsd.server.dicom.listener import DicomListener, ListenerState
+from pacsd.server.dicom.tracking import AssociationTracker
+from pacsd.server.storage.database import ServerDatabase
+from pacsd.server.version import API_VERSION, VERSION
+
+log = logging.getLogger("pacsd.core")
+
+
+class StartupError(Exception):
+    """A startup step failed; the message is the one line the operator sees."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.version = VERSION
+        self.api_version = API_VERSION
+        self.pid = os.getpid()
+        self.started_at = datetime.now(UTC)
+        self.shutting_down = False
+        self.control_port = settings.control_port
+        self._shutdown_requested = threading.Event()
+        self._shutdown_grace = settings.grace_period
+        self.db: ServerDatabase | None = None
+        self.addins = AddinManager(settings)
+        self.listener = DicomListener(settings, lambda: self.addins.table, AssociationTracker())
+        self.control: ControlPlane | None = None
+
+    def start(self) -> str:
+        """Bring every part up; returns the ``listening ...`` line. Raises StartupError."""
+        from pacsd.server.addins.manager import StartupAddinError
+        from pacsd.server.control.grpc_server import ControlBindError
+        from pacsd.server.dicom.listener import BindError
+        from pacsd.server.storage.database import DatabaseError
+
+        s = self.settings
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create data directory {s.data_dir}: {exc.strerror}") from exc
+        try:
+            self.db = ServerDatabase.open(s.data_dir)
+            self.addins.load_startup()
+            self.control = ControlPlane(self)
+            self.control_port = self.control.bind(s.control_host, s.control_port)
+            self.listener.start()
+        except (DatabaseError, StartupAddinError, ControlBindError, BindError) as exc:
+            self._close()
+            raise StartupError(str(exc)) from exc
+        self.control.start()
+        self.refresh_health()
+        return (
+            f"listening dicom={grpc_address(self.listener.host, self.listener.port)} "
+            f"control={grpc_address(s.control_host, self.control_port)}"
+        )
+
+    def refresh_health(self) -> None:
+        """Publish the listener's state on the ``pacsd.dicom`` health service."""
+        if self.control is not None:
+            running = self.listener.state is ListenerState.RUNNING and not self.shutting_down
+            self.control.set_health(DICOM_HEALTH_SERVICE, running)
+
+    def request_shutdown(self, grace_period: float | None = None) -> None:
+        """Ask the main thread to shut down (signal handlers and the Shutdown RPC)."""
+        if grace_period is not None:
+            self._shutdown_grace = grace_period
+        self.shutting_down = True
+        self._shutdown_requested.set()
+
+    def wait(self) -> None:
+        """Block the main thread until shutdown is requested."""
+        # A timed wait keeps the main thread responsive to signals.
+        while not self._shutdown_requested.wait(0.5):
+            pass
+
+    def shutdown(self) -> None:
+        """Stop accepting, let associations finish up to the grace period, stop the rest."""
+        self.shutting_down = True
+        self.refresh_health()
+        grace = self._shutdown_grace
+        log.info("shutting down (grace period %.1fs)", grace)
+        self.listener.stop(grace)
+        self._close()
+        log.info("stopped")
+
+    def _close(self) -> None:
+        if self.control is not None:
+            self.control.stop(1.0)
+        self.addins.stop_all()
+        if self.db is not None:
+            self.db.close()
