@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 BIN_DIR = Path(sys.executable).parent
-LISTENING = re.compile(r"^listening dicom=(?P<dhost>\S+):(?P<dport>\d+) control=(?P<chost>\S+):(?P<cport>\d+)$")
+LISTENING = re.compile(
+    r"^listening dicom=(?P<dhost>\S+):(?P<dport>\d+) control=(?P<chost>\S+):(?P<cport>\d+)$"
+)
 
 
 def console_script(name: str) -> str:
@@ -81,10 +83,14 @@ def _start(
     cmd = [
         console_script("pacsd"),
         "serve",
-        "--dicom-port", "0",
-        "--control-port", "0",
-        "--data-dir", str(data_dir),
-        "--ae-title", ae_title,
+        "--dicom-port",
+        "0",
+        "--control-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--ae-title",
+        ae_title,
         *args,
     ]
     with stderr_path.open("w") as err:
@@ -115,7 +121,9 @@ def start_pacsd(tmp_path: Path) -> Iterator[object]:
     """Factory: ``start_pacsd(args=[...], env={...})`` -> a running PacsdProcess."""
     started: list[PacsdProcess] = []
 
-    def start(args: Sequence[str] = (), env: dict[str, str] | None = None, **kw: object) -> PacsdProcess:
+    def start(
+        args: Sequence[str] = (), env: dict[str, str] | None = None, **kw: object
+    ) -> PacsdProcess:
         server = _start(tmp_path, args, env, **kw)  # type: ignore[arg-type]
         started.append(server)
         return server
@@ -137,7 +145,9 @@ def pacsd(start_pacsd: object) -> PacsdProcess:
     return start_pacsd()  # type: ignore[operator,no-any-return]
 
 
-def run_pacsctl(server: PacsdProcess | str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_pacsctl(
+    server: PacsdProcess | str, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     endpoint = server if isinstance(server, str) else server.endpoint
     return subprocess.run(
         [console_script("pacsctl"), "-e", endpoint, *args],

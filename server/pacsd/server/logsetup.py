@@ -23,9 +23,7 @@ class _SourceFilter(logging.Filter):
 def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_SourceFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s [%(source)s] %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(source)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

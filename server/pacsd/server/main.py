@@ -9,7 +9,6 @@ from types import FrameType
 from typing import Any
 
 import click
-
 from pacsd.server.config import ConfigError, load_settings
 from pacsd.server.version import VERSION
 
@@ -26,7 +25,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML settings file.")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML settings file."
+)
 @click.option("--ae-title", help="AE title answered on the DICOM port [PACSD].")
 @click.option("--dicom-host", help="Address of the DICOM listener [127.0.0.1].")
 @click.option("--dicom-port", type=int, help="DICOM port; 0 picks a free one [11112].")

@@ -54,7 +54,9 @@ class Runtime:
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StartupError(f"cannot create data directory {s.data_dir}: {exc.strerror}") from exc
+            raise StartupError(
+                f"cannot create data directory {s.data_dir}: {exc.strerror}"
+            ) from exc
         try:
             self.db = ServerDatabase.open(s.data_dir)
             self.addins.load_startup()

@@ -43,7 +43,9 @@ class StartupAddinError(Exception):
 
 
 class AddinManager:
-    def __init__(self, settings: Settings, sources: Callable[[], dict[str, AddinSource]] = discover):
+    def __init__(
+        self, settings: Settings, sources: Callable[[], dict[str, AddinSource]] = discover
+    ):
         self._settings = settings
         self._sources = sources
         self._lock = threading.RLock()

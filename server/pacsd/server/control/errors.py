@@ -16,7 +16,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from pacsd.admin.v1 import errors_pb2
 
 log = logging.getLogger("pacsd.core.control")
@@ -36,7 +35,7 @@ class ControlError(Exception):
     ) -> None:
         super().__init__(message)
         self.code = code
-        self.reason = errors_pb2.ErrorReason.Name(reason)  # type: ignore[arg-type]
+        self.reason = errors_pb2.ErrorReason.Name(reason)
         self.message = message
         self.metadata = dict(metadata or {})
 

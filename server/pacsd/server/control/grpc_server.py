@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from pacsd.admin.v1 import server_pb2, server_pb2_grpc
 from pacsd.server.control.server_service import ServerServicer
 

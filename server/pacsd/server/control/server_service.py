@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import grpc
-
 from pacsd.admin.v1 import errors_pb2, server_pb2, server_pb2_grpc
 from pacsd.server.control.errors import ControlError, rpc
 from pacsd.server.dicom.listener import BindError, ListenerState, ListenerStoppedError

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pynetdicom.events import Event
-
 from pacsd.addin import AssociationInfo, EchoRequest, Service, Status
 from pacsd.server.addins.routing import Route, RoutingTable
+from pynetdicom.events import Event
 
 log = logging.getLogger("pacsd.core.dispatch")
 
@@ -30,7 +29,7 @@ def association_info(event: Event) -> AssociationInfo:
 
 
 def _route(event: Event, service: Service, sop_class: str) -> Route | None:
-    table: RoutingTable = event.assoc.pacsd_routes
+    table: RoutingTable = event.assoc.pacsd_routes  # type: ignore[attr-defined]
     return table.lookup(service, sop_class)
 
 
@@ -38,9 +37,7 @@ def _call(route: Route, request: Any) -> int:
     try:
         status = route.handler(request)
     except Exception:
-        log.exception(
-            "add-in %s raised in its %s handler", route.addin, route.spec.service
-        )
+        log.exception("add-in %s raised in its %s handler", route.addin, route.spec.service)
         return int(Status.PROCESSING_FAILURE)
     try:
         return int(status)
@@ -62,7 +59,7 @@ def handle_echo(event: Event) -> int:
         return int(Status.SOP_CLASS_NOT_SUPPORTED)
     request = EchoRequest(
         association=association_info(event),
-        message_id=int(event.request.MessageID),
+        message_id=int(event.request.MessageID or 0),
         sop_class_uid=sop_class,
     )
     return _call(route, request)

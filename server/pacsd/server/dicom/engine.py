@@ -14,13 +14,12 @@ from collections.abc import Callable
 from copy import deepcopy
 from typing import Any, NamedTuple
 
+from pacsd.server.addins.routing import RoutingTable
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
-
-from pacsd.server.addins.routing import RoutingTable
 
 
 class Rejection(NamedTuple):

@@ -14,11 +14,6 @@ import threading
 from collections.abc import Callable
 from enum import StrEnum
 
-from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
-from pynetdicom.events import Event
-from pynetdicom.presentation import build_context
-
 from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
@@ -29,6 +24,10 @@ from pacsd.server.dicom.engine import (
     Rejection,
 )
 from pacsd.server.dicom.tracking import AssociationTracker
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 
 log = logging.getLogger("pacsd.core.dicom")
 
@@ -99,7 +98,7 @@ class DicomListener:
         with self._lock:
             if self._server is not None:
                 return False
-            handlers = [
+            handlers: list[evt.EventHandlerType] = [
                 (evt.EVT_C_ECHO, dispatch.handle_echo),
                 (evt.EVT_ACCEPTED, self._on_accepted),
                 (evt.EVT_REJECTED, self._on_rejected),
@@ -120,6 +119,7 @@ class DicomListener:
                 )
             except OSError as exc:
                 raise BindError(self.host, self.port, exc) from exc
+            assert isinstance(server, PacsdAssociationServer)
             server.configure(self._routing, self._admit, self.tracker.new_id)
             self.ae._servers.append(server)  # AssociationServer.shutdown() removes it
             self.port = int(server.server_address[1])
