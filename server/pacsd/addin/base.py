@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from pacsd.addin.commands import COMMAND_ATTR
 from pacsd.addin.context import AddinContext
 from pacsd.addin.dimse import HANDLER_ATTR, HandlerSpec
+from pacsd.addin.hooks import HOOK_ATTR, Hook
+from pacsd.addin.requests import AssociationInfo
+from pacsd.addin.settings import AddinSettings
 
 
 class Addin:
     """A unit of DICOM behaviour the server loads by name.
 
-    Subclasses set ``name``, ``version`` and ``description`` and decorate methods with
-    ``pacsd.addin.dimse`` decorators. The server builds one instance per load, calls
-    ``start`` before routing any message to it and ``stop`` after the last one.
+    Subclasses set ``name``, ``version`` and ``description``, optionally a
+    ``settings_model``, and decorate methods with ``pacsd.addin.dimse`` decorators
+    (handlers), ``@hook`` (observers) and ``@command`` (control-plane commands). The
+    server builds one instance per load, calls ``start`` before routing any message to it
+    and ``stop`` after the last one.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
     description: ClassVar[str] = ""
+    settings_model: ClassVar[type[AddinSettings] | None] = None
+
+    ctx: AddinContext
 
     def start(self, ctx: AddinContext) -> None:
         """Acquire resources. Raising here leaves the add-in listed as failed, not loaded."""
@@ -27,15 +36,45 @@ class Addin:
     def stop(self) -> None:
         """Release resources. Called once, after in-flight calls have finished."""
 
+    def settings_changed(self, settings: Any) -> None:
+        """Called after a validated settings update; ``self.ctx.settings`` is already new."""
+
+    def accepts(self, assoc: AssociationInfo, sop_class_uid: str) -> bool:
+        """Per-association decision: offer ``sop_class_uid`` to this peer? Default yes.
+
+        Called during negotiation for every requested abstract syntax this add-in routes;
+        returning False rejects that presentation context for this association only.
+        """
+        return True
+
     @classmethod
-    def handler_specs(cls) -> list[tuple[str, HandlerSpec]]:
-        """The (method name, spec) pairs this class declares, in definition order."""
-        found: list[tuple[str, HandlerSpec]] = []
+    def overrides_accepts(cls) -> bool:
+        return cls.accepts is not Addin.accepts
+
+    @classmethod
+    def _members(cls, attr: str) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
         seen: set[str] = set()
         for klass in cls.__mro__:
-            for attr, value in vars(klass).items():
-                spec = getattr(value, HANDLER_ATTR, None)
-                if isinstance(spec, HandlerSpec) and attr not in seen:
-                    seen.add(attr)
-                    found.append((attr, spec))
+            for name, value in vars(klass).items():
+                if name in seen:
+                    continue
+                seen.add(name)
+                marker = getattr(value, attr, None)
+                if marker is not None:
+                    found.append((name, marker))
         return found
+
+    @classmethod
+    def handler_specs(cls) -> list[tuple[str, HandlerSpec]]:
+        """The (method name, spec) pairs this class declares."""
+        return [(n, s) for n, s in cls._members(HANDLER_ATTR) if isinstance(s, HandlerSpec)]
+
+    @classmethod
+    def hook_methods(cls) -> list[tuple[str, Hook]]:
+        return [(n, h) for n, h in cls._members(HOOK_ATTR) if isinstance(h, Hook)]
+
+    @classmethod
+    def command_methods(cls) -> dict[str, str]:
+        """Command name -> method name."""
+        return {c: n for n, c in cls._members(COMMAND_ATTR) if isinstance(c, str)}

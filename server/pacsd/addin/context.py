@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pacsd.addin.services import AETitles, DicomClient
 
 
 @dataclass(slots=True)
@@ -19,5 +22,10 @@ class AddinContext:
     name: str
     #: Logger whose records are tagged with this add-in as their source.
     log: logging.Logger
-    #: The add-in's settings from the server configuration (validated by the add-in).
-    settings: dict[str, Any] = field(default_factory=dict)
+    #: The add-in's validated settings: an instance of its ``settings_model`` (or a dict
+    #: when it declares none). Replaced, not mutated, when settings are updated.
+    settings: Any
+    #: The registry of known peers (AE title, host, port).
+    aetitles: AETitles | None = None
+    #: Outgoing DICOM requests to registered peers (TCP_NODELAY set).
+    dicom_client: DicomClient | None = None

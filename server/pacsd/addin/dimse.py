@@ -1,9 +1,27 @@
 """Decorators that mark an add-in method as the handler of one DIMSE service.
 
 A decorated method is a *handler*: for each (service, SOP class) exactly one add-in on a
-server owns the message and its answer is the response. The decorator only records a
-``HandlerSpec`` on the function; the server's routing table reads it when the add-in loads,
-so declaring a handler costs nothing at call time.
+server owns the message, and its answer is the response. The decorator only records a
+``HandlerSpec`` on the function; the server's routing table reads it when the add-in
+loads, so declaring a handler costs nothing at call time.
+
+What each handler receives and returns:
+
+=================  =====================  ==============================================
+decorator          request                returns
+=================  =====================  ==============================================
+``c_echo``         ``EchoRequest``        a status
+``c_store``        ``StoreRequest``       a status
+``c_find``         ``FindRequest``        yields identifiers (each a pending response)
+``c_get``          ``GetRequest``         yields the number of sub-operations, then
+                                          the datasets to send
+``c_move``         ``MoveRequest``        same as ``c_get``; pacsd opens the association
+                                          to the destination from the AE registry
+``n_*``            ``NRequest``           a status, or ``(status, dataset)``
+=================  =====================  ==============================================
+
+Raising ``DimseFailure(status)`` answers with that status; any other exception answers
+``0x0110`` (processing failure) and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -43,7 +61,9 @@ class HandlerSpec:
     service: Service
     sop_classes: tuple[str, ...]
     transfer_syntaxes: tuple[str, ...]
-    #: Seconds the handler may run before the server answers with a failure for it.
+    #: Seconds the handler may run (per yielded result for FIND/GET/MOVE) before pacsd
+    #: answers with a failure for it and reports the add-in unhealthy. None: the server's
+    #: ``handler_time_limit`` setting.
     time_limit: float | None = None
 
 
@@ -58,6 +78,8 @@ def _handler(
         raise ValueError(f"{service} handler declares no SOP classes")
     if not spec.transfer_syntaxes:
         raise ValueError(f"{service} handler declares no transfer syntaxes")
+    if time_limit is not None and time_limit <= 0:
+        raise ValueError(f"{service} handler time_limit must be positive")
 
     def mark(fn: F) -> F:
         setattr(fn, HANDLER_ATTR, spec)
@@ -66,11 +88,28 @@ def _handler(
     return mark
 
 
-def c_echo(
-    *,
-    sop_classes: Iterable[str] = (sop.VERIFICATION,),
-    transfer_syntaxes: Iterable[str] = sop.UNCOMPRESSED_TRANSFER_SYNTAXES,
-    time_limit: float | None = None,
-) -> Callable[[F], F]:
-    """Handle C-ECHO-RQ. The method takes an ``EchoRequest`` and returns a status."""
-    return _handler(Service.C_ECHO, sop_classes, transfer_syntaxes, time_limit)
+def _decorator(service: Service, default_sop_classes: tuple[str, ...] = ()) -> Callable[..., Any]:
+    def decorator(
+        *,
+        sop_classes: Iterable[str] = default_sop_classes,
+        transfer_syntaxes: Iterable[str] = sop.UNCOMPRESSED_TRANSFER_SYNTAXES,
+        time_limit: float | None = None,
+    ) -> Callable[[F], F]:
+        return _handler(service, sop_classes, transfer_syntaxes, time_limit)
+
+    decorator.__name__ = service.name.lower()
+    decorator.__doc__ = f"Handle {service} requests for the given SOP classes."
+    return decorator
+
+
+c_echo = _decorator(Service.C_ECHO, (sop.VERIFICATION,))
+c_store = _decorator(Service.C_STORE)
+c_find = _decorator(Service.C_FIND)
+c_get = _decorator(Service.C_GET)
+c_move = _decorator(Service.C_MOVE)
+n_action = _decorator(Service.N_ACTION)
+n_create = _decorator(Service.N_CREATE)
+n_set = _decorator(Service.N_SET)
+n_get = _decorator(Service.N_GET)
+n_event_report = _decorator(Service.N_EVENT_REPORT)
+n_delete = _decorator(Service.N_DELETE)

@@ -58,6 +58,11 @@ class Settings(BaseModel):
     dimse_timeout: float = Field(30.0, gt=0)
     #: Seconds an association may stay idle before it is aborted.
     network_timeout: float = Field(60.0, gt=0)
+    #: Seconds an add-in handler may run (per result for FIND/GET/MOVE) unless its
+    #: decorator sets its own limit; past it the request is answered with a failure.
+    handler_time_limit: float = Field(60.0, gt=0)
+    #: Folders searched for add-ins (each .py file or package is one add-in).
+    addin_paths: list[Path] = Field(default_factory=list)
     addins: dict[str, AddinConfig] = Field(default_factory=dict)
     #: Add-ins whose failure to load or start makes startup fail.
     required_addins: list[str] = Field(default_factory=list)
@@ -101,7 +106,9 @@ def is_loopback(host: str) -> bool:
 
 #: Settings that ``PACSD_<NAME>`` may set: every scalar field (tables come from the file).
 ENV_FIELDS = tuple(
-    name for name in Settings.model_fields if name not in ("addins", "required_addins")
+    name
+    for name in Settings.model_fields
+    if name not in ("addins", "required_addins", "addin_paths")
 )
 
 
@@ -114,6 +121,9 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if ENV_PREFIX + "REQUIRED_ADDINS" in environ:
         raw = environ[ENV_PREFIX + "REQUIRED_ADDINS"]
         values["required_addins"] = [s.strip() for s in raw.split(",") if s.strip()]
+    if ENV_PREFIX + "ADDIN_PATHS" in environ:
+        raw = environ[ENV_PREFIX + "ADDIN_PATHS"]
+        values["addin_paths"] = [s for s in raw.split(os.pathsep) if s]
     return values
 
 

@@ -11,11 +11,15 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
+from pacsd.addin import AddinContext
 from pacsd.server.addins.manager import AddinManager
 from pacsd.server.config import Settings
 from pacsd.server.control.grpc_server import DICOM_HEALTH_SERVICE, ControlPlane, grpc_address
+from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.listener import DicomListener, ListenerState
+from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
 from pacsd.server.storage.database import ServerDatabase
 from pacsd.server.version import API_VERSION, VERSION
@@ -39,9 +43,32 @@ class Runtime:
         self._shutdown_requested = threading.Event()
         self._shutdown_grace = settings.grace_period
         self.db: ServerDatabase | None = None
-        self.addins = AddinManager(settings)
-        self.listener = DicomListener(settings, lambda: self.addins.table, AssociationTracker())
+        self.addins = AddinManager(settings, self._addin_context)
+        dispatcher = Dispatcher(
+            lambda: self.addins.table, settings.handler_time_limit, self._resolve_ae
+        )
+        self.listener = DicomListener(
+            settings,
+            lambda: self.addins.table,
+            AssociationTracker(),
+            dispatcher,
+            Observers(lambda: self.addins.hooks),
+        )
         self.control: ControlPlane | None = None
+
+    def _addin_context(self, name: str, settings: Any) -> AddinContext:
+        """The base services an add-in gets; the defaults until an add-in replaces one."""
+        return AddinContext(
+            name=name,
+            log=logging.getLogger(f"pacsd.addin.{name}"),
+            settings=settings,
+            aetitles=getattr(self, "aetitles", None),
+            dicom_client=getattr(self, "dicom_client", None),
+        )
+
+    def _resolve_ae(self, ae_title: str) -> Any:
+        registry = getattr(self, "aetitles", None)
+        return None if registry is None else registry.get(ae_title)
 
     def start(self) -> str:
         """Bring every part up; returns the ``listening ...`` line. Raises StartupError."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsd/admin/v1/errors.proto\x12\x0epacsd.admin.v1*\xaa\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTERNAL_ERROR\x10\x01\x12\x14\n\x10INVALID_ARGUMENT\x10\x02\x12\x15\n\x11\x44ICOM_PORT_IN_USE\x10\x03\x12\x15\n\x11\x44ICOM_BIND_FAILED\x10\x04\x12\x12\n\x0eSERVER_STOPPED\x10\x05\x12\x11\n\rSHUTTING_DOWN\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsd/admin/v1/errors.proto\x12\x0epacsd.admin.v1*\x8c\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTERNAL_ERROR\x10\x01\x12\x14\n\x10INVALID_ARGUMENT\x10\x02\x12\x15\n\x11\x44ICOM_PORT_IN_USE\x10\x03\x12\x15\n\x11\x44ICOM_BIND_FAILED\x10\x04\x12\x12\n\x0eSERVER_STOPPED\x10\x05\x12\x11\n\rSHUTTING_DOWN\x10\x06\x12\x13\n\x0f\x41\x44\x44IN_NOT_FOUND\x10\x07\x12\x15\n\x11\x41\x44\x44IN_LOAD_FAILED\x10\x08\x12\x12\n\x0e\x41\x44\x44IN_CONFLICT\x10\t\x12\x14\n\x10\x41\x44\x44IN_NOT_LOADED\x10\n\x12\x1a\n\x16\x41\x44\x44IN_SETTINGS_INVALID\x10\x0b\x12\x15\n\x11\x43OMMAND_NOT_FOUND\x10\x0c\x12\x12\n\x0e\x43OMMAND_FAILED\x10\r\x12\x16\n\x12\x41\x45_TITLE_NOT_FOUND\x10\x0e\x12\x13\n\x0f\x41\x45_TITLE_EXISTS\x10\x0f\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x10\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsd.admin.v1.errors_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=48
-  _globals['_ERRORREASON']._serialized_end=218
+  _globals['_ERRORREASON']._serialized_end=444
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,16 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DICOM_BIND_FAILED: _ClassVar[ErrorReason]
     SERVER_STOPPED: _ClassVar[ErrorReason]
     SHUTTING_DOWN: _ClassVar[ErrorReason]
+    ADDIN_NOT_FOUND: _ClassVar[ErrorReason]
+    ADDIN_LOAD_FAILED: _ClassVar[ErrorReason]
+    ADDIN_CONFLICT: _ClassVar[ErrorReason]
+    ADDIN_NOT_LOADED: _ClassVar[ErrorReason]
+    ADDIN_SETTINGS_INVALID: _ClassVar[ErrorReason]
+    COMMAND_NOT_FOUND: _ClassVar[ErrorReason]
+    COMMAND_FAILED: _ClassVar[ErrorReason]
+    AE_TITLE_NOT_FOUND: _ClassVar[ErrorReason]
+    AE_TITLE_EXISTS: _ClassVar[ErrorReason]
+    INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INTERNAL_ERROR: ErrorReason
 INVALID_ARGUMENT: ErrorReason
@@ -20,3 +30,13 @@ DICOM_PORT_IN_USE: ErrorReason
 DICOM_BIND_FAILED: ErrorReason
 SERVER_STOPPED: ErrorReason
 SHUTTING_DOWN: ErrorReason
+ADDIN_NOT_FOUND: ErrorReason
+ADDIN_LOAD_FAILED: ErrorReason
+ADDIN_CONFLICT: ErrorReason
+ADDIN_NOT_LOADED: ErrorReason
+ADDIN_SETTINGS_INVALID: ErrorReason
+COMMAND_NOT_FOUND: ErrorReason
+COMMAND_FAILED: ErrorReason
+AE_TITLE_NOT_FOUND: ErrorReason
+AE_TITLE_EXISTS: ErrorReason
+INVALID_PAGE_TOKEN: ErrorReason

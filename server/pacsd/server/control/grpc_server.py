@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pacsd.admin.v1 import server_pb2, server_pb2_grpc
+from pacsd.admin.v1 import addins_pb2, addins_pb2_grpc, server_pb2, server_pb2_grpc
+from pacsd.server.control.addin_service import AddinServicer
 from pacsd.server.control.server_service import ServerServicer
 
 if TYPE_CHECKING:
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
 #: associations (RUNNING); "" reports whether the process is up at all.
 DICOM_HEALTH_SERVICE = "pacsd.dicom"
 
-SERVICE_NAMES = (server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,)
+SERVICE_NAMES = (
+    server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
+    addins_pb2.DESCRIPTOR.services_by_name["AddinService"].full_name,
+)
 
 
 class ControlBindError(Exception):
@@ -41,6 +45,7 @@ class ControlPlane:
             options=[("grpc.so_reuseport", 0)],
         )
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
+        addins_pb2_grpc.add_AddinServiceServicer_to_server(AddinServicer(runtime), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

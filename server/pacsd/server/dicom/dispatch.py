@@ -1,65 +1,321 @@
 """Turns pynetdicom's intervention events into add-in handler calls.
 
-The association's own routing snapshot decides which add-in answers. A handler that
-raises is answered with a failure status and logged with its traceback; it never
-reaches pynetdicom, so one faulty add-in cannot break the association or the server.
+Each association routes with the table it was negotiated with. If the add-in behind a
+route has since been reloaded, the call goes to its new instance; if it was unloaded or
+disabled, the request is refused (0x0122) rather than sent to stopped code.
+
+Nothing an add-in does reaches pynetdicom as an exception: a raise becomes 0x0110 (or
+the status of a ``DimseFailure``), a handler past its time limit becomes a failure
+status, and both are logged and counted against the add-in.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pacsd.addin import AssociationInfo, EchoRequest, Service, Status
+from pacsd.addin import (
+    DimseFailure,
+    EchoRequest,
+    FindRequest,
+    GetRequest,
+    MoveRequest,
+    NRequest,
+    Service,
+    Status,
+    StoreRequest,
+)
+from pacsd.addin.requests import _Lazy
+from pacsd.server.addins.record import HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
+from pacsd.server.dicom.associations import association_info
+from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 log = logging.getLogger("pacsd.core.dispatch")
 
-
-def association_info(event: Event) -> AssociationInfo:
-    assoc = event.assoc
-    return AssociationInfo(
-        id=getattr(assoc, "pacsd_id", ""),
-        calling_ae=assoc.requestor.ae_title,
-        called_ae=assoc.acceptor.ae_title,
-        peer_host=assoc.requestor.address,
-        peer_port=assoc.requestor.port,
-    )
+#: The failure status each service answers when an add-in raises or times out.
+FAILURE: dict[Service, int] = {
+    Service.C_ECHO: Status.PROCESSING_FAILURE,
+    Service.C_STORE: Status.PROCESSING_FAILURE,
+    Service.C_FIND: Status.UNABLE_TO_PROCESS,
+    Service.C_GET: Status.UNABLE_TO_PROCESS,
+    Service.C_MOVE: Status.UNABLE_TO_PROCESS,
+}
 
 
-def _route(event: Event, service: Service, sop_class: str) -> Route | None:
-    table: RoutingTable = event.assoc.pacsd_routes  # type: ignore[attr-defined]
-    return table.lookup(service, sop_class)
+class Dispatcher:
+    """Holds what dispatch needs beyond the event: the current table, limits, registry."""
 
+    def __init__(
+        self,
+        current_table: Callable[[], RoutingTable],
+        default_time_limit: float | None,
+        resolve_ae: Callable[[str], Any],
+    ) -> None:
+        self._current = current_table
+        self._default_limit = default_time_limit
+        self._resolve_ae = resolve_ae
 
-def _call(route: Route, request: Any) -> int:
-    try:
-        status = route.handler(request)
-    except Exception:
-        log.exception("add-in %s raised in its %s handler", route.addin, route.spec.service)
-        return int(Status.PROCESSING_FAILURE)
-    try:
-        return int(status)
-    except (TypeError, ValueError):
-        log.error(
-            "add-in %s returned %r from its %s handler; expected a status code",
-            route.addin,
-            status,
-            route.spec.service,
+    # -- routing ------------------------------------------------------------------------
+
+    def _route(self, event: Event, service: Service) -> Route | None:
+        sop_class = str(event.context.abstract_syntax)
+        table: RoutingTable = event.assoc.pacsd_routes  # type: ignore[attr-defined]
+        route = table.lookup(service, sop_class)
+        if route is None or route.record.routable:
+            return route
+        # The add-in changed since negotiation: follow a reload, refuse an unload.
+        current = self._current().lookup(service, sop_class)
+        if current is not None and current.addin == route.addin:
+            return current
+        return None
+
+    def _limit(self, route: Route) -> float | None:
+        return route.spec.time_limit or self._default_limit
+
+    def _call(self, route: Route, request: Any) -> Any:
+        return route.record.call(route.handler, request, self._limit(route))
+
+    def _failure(self, route: Route, exc: BaseException) -> int:
+        service = route.spec.service
+        if isinstance(exc, DimseFailure):
+            return exc.status
+        if isinstance(exc, HandlerTimeout):
+            log.error("%s; answered %s with a failure", exc, service)
+        else:
+            log.error(
+                "add-in %s raised in its %s handler",
+                route.addin,
+                service,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        return FAILURE.get(service, Status.PROCESSING_FAILURE)
+
+    def _status(self, route: Route, value: Any) -> int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            log.error(
+                "add-in %s returned %r from its %s handler; expected a status code",
+                route.addin,
+                value,
+                route.spec.service,
+            )
+            route.record.count_failure()
+            return int(Status.PROCESSING_FAILURE)
+
+    def _common(self, event: Event, dataset: Callable[[], Any]) -> dict[str, Any]:
+        return {
+            "association": association_info(event.assoc),
+            "message_id": int(event.request.MessageID or 0),
+            "sop_class_uid": str(event.context.abstract_syntax),
+            "transfer_syntax": str(event.context.transfer_syntax),
+            "_dataset": _Lazy(dataset),
+            "_cancelled": lambda: bool(event.is_cancelled),
+        }
+
+    # -- single-response services ------------------------------------------------------
+
+    def handle_echo(self, event: Event) -> int:
+        route = self._route(event, Service.C_ECHO)
+        if route is None:
+            return int(Status.SOP_CLASS_NOT_SUPPORTED)
+        request = EchoRequest(**self._common(event, lambda: None))
+        try:
+            return self._status(route, self._call(route, request))
+        except Exception as exc:
+            return self._failure(route, exc)
+
+    def handle_store(self, event: Event) -> int:
+        route = self._route(event, Service.C_STORE)
+        if route is None:
+            return int(Status.SOP_CLASS_NOT_SUPPORTED)
+        rq: Any = event.request
+        request = StoreRequest(
+            **self._common(event, lambda: event.dataset),
+            sop_instance_uid=str(rq.AffectedSOPInstanceUID or ""),
+            move_originator_ae=str(rq.MoveOriginatorApplicationEntityTitle or "").strip(),
+            move_originator_message_id=rq.MoveOriginatorMessageID,
+            _encoded=lambda: event.encoded_dataset(include_meta=False),
+            _file_meta=lambda: event.file_meta,
         )
-        return int(Status.PROCESSING_FAILURE)
+        try:
+            return self._status(route, self._call(route, request))
+        except Exception as exc:
+            return self._failure(route, exc)
+
+    def _n_service(self, event: Event, service: Service, returns_dataset: bool) -> Any:
+        route = self._route(event, service)
+        if route is None:
+            status = int(Status.SOP_CLASS_NOT_SUPPORTED)
+            return (status, None) if returns_dataset else status
+        rq: Any = event.request
+        instance = getattr(rq, "RequestedSOPInstanceUID", None) or getattr(
+            rq, "AffectedSOPInstanceUID", None
+        )
+        type_id = getattr(rq, "ActionTypeID", None)
+        if type_id is None:
+            type_id = getattr(rq, "EventTypeID", None)
+        attrs = getattr(rq, "AttributeIdentifierList", None) or []
+        if not isinstance(attrs, list):
+            attrs = [attrs]
+        request = NRequest(
+            **self._common(event, _n_dataset(event)),
+            service=service.value,
+            sop_instance_uid=str(instance or ""),
+            type_id=None if type_id is None else int(type_id),
+            attribute_identifiers=tuple(int(t) for t in attrs),
+        )
+        try:
+            result = self._call(route, request)
+            if isinstance(result, tuple):
+                status, dataset = self._status(route, result[0]), result[1]
+            else:
+                status, dataset = self._status(route, result), None
+        except Exception as exc:
+            status, dataset = self._failure(route, exc), None
+        return (status, dataset) if returns_dataset else status
+
+    def handle_n_action(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_ACTION, True)
+
+    def handle_n_create(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_CREATE, True)
+
+    def handle_n_set(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_SET, True)
+
+    def handle_n_get(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_GET, True)
+
+    def handle_n_event_report(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_EVENT_REPORT, True)
+
+    def handle_n_delete(self, event: Event) -> Any:
+        return self._n_service(event, Service.N_DELETE, False)
+
+    # -- generator services: FIND, GET, MOVE ---------------------------------------------
+
+    def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        route = self._route(event, Service.C_FIND)
+        if route is None:
+            yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
+            return
+        request = FindRequest(**self._common(event, lambda: event.identifier), level=_level(event))
+        yield from self._pending(route, event, request, expect_count=False)
+
+    def handle_get(self, event: Event) -> Iterator[Any]:
+        route = self._route(event, Service.C_GET)
+        if route is None:
+            yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
+            return
+        request = GetRequest(**self._common(event, lambda: event.identifier), level=_level(event))
+        yield from self._pending(route, event, request, expect_count=True)
+
+    def handle_move(self, event: Event) -> Iterator[Any]:
+        route = self._route(event, Service.C_MOVE)
+        if route is None:
+            yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
+            return
+        destination_ae = str(event.move_destination or "").strip()
+        try:
+            destination = self._resolve_ae(destination_ae)
+        except Exception:  # unknown to the AE registry
+            destination = None
+        if destination is None:
+            log.warning("C-MOVE to unknown destination %r refused (0xA801)", destination_ae)
+            yield None, None
+            return
+        request = MoveRequest(
+            **self._common(event, lambda: event.identifier),
+            level=_level(event),
+            destination_ae=destination_ae,
+            destination=destination,
+        )
+        yield destination.host, destination.port
+        yield from self._pending(route, event, request, expect_count=True)
+
+    def _pending(
+        self, route: Route, event: Event, request: Any, expect_count: bool
+    ) -> Iterator[Any]:
+        """Drive the add-in's generator one item at a time, each under the time limit."""
+        try:
+            results = iter(self._call(route, request))
+        except Exception as exc:
+            yield from _fail_early(self._failure(route, exc), expect_count)
+            return
+        first = True
+        while True:
+            if event.is_cancelled:
+                _close(results)
+                yield int(Status.CANCEL), None
+                return
+            try:
+                item = route.record.call(next, results, self._limit(route))
+            except StopIteration:
+                break
+            except Exception as exc:
+                _close(results)
+                yield from _fail_early(self._failure(route, exc), expect_count and first)
+                return
+            if expect_count and first:
+                first = False
+                try:
+                    yield int(item)
+                except (TypeError, ValueError):
+                    log.error(
+                        "add-in %s must first yield the number of sub-operations", route.addin
+                    )
+                    yield 0
+                    return
+                continue
+            first = False
+            if isinstance(item, tuple):
+                yield self._status(route, item[0]), item[1]
+            else:
+                yield int(Status.PENDING), item
+        if expect_count and first:
+            yield 0  # no matches: zero sub-operations
 
 
-def handle_echo(event: Event) -> int:
-    sop_class = str(event.request.AffectedSOPClassUID)
-    route = _route(event, Service.C_ECHO, sop_class)
-    if route is None:
-        # Only reachable if a context was accepted without a route; answer honestly.
-        return int(Status.SOP_CLASS_NOT_SUPPORTED)
-    request = EchoRequest(
-        association=association_info(event),
-        message_id=int(event.request.MessageID or 0),
-        sop_class_uid=sop_class,
-    )
-    return _call(route, request)
+def _fail_early(status: int, before_count: bool) -> Iterator[Any]:
+    # pynetdicom's C-GET/C-MOVE read a sub-operation count first; announce one so that
+    # the failure status that follows is what the peer receives.
+    if before_count:
+        yield 1
+    yield status, None
+
+
+def _close(gen: Iterator[Any]) -> None:
+    close = getattr(gen, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("add-in generator failed to close")
+
+
+def _level(event: Event) -> str:
+    try:
+        return str(event.identifier.get("QueryRetrieveLevel", "") or "")
+    except Exception:
+        return ""
+
+
+def _n_dataset(event: Event) -> Callable[[], Any]:
+    def decode() -> Any:
+        for attr in (
+            "attribute_list",
+            "modification_list",
+            "action_information",
+            "event_information",
+        ):
+            try:
+                return getattr(event, attr)
+            except (AttributeError, ValueError):
+                continue
+        return None
+
+    return decode

@@ -15,9 +15,11 @@ from copy import deepcopy
 from typing import Any, NamedTuple
 
 from pacsd.server.addins.routing import RoutingTable
+from pacsd.server.dicom.associations import association_info
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -35,6 +37,10 @@ class Rejection(NamedTuple):
 AdmissionCheck = Callable[[Association], Rejection | None]
 
 
+#: Called with each outgoing DIMSE primitive before it is encoded.
+BeforeSend = Callable[[Association, Any], None]
+
+
 class AdmissionACSE(ACSE):
     """ACSE that asks pacsd whether to admit an association before negotiating it."""
 
@@ -45,6 +51,7 @@ class AdmissionACSE(ACSE):
     def _negotiate_as_acceptor(self) -> None:
         rejection = self._admission(self.assoc)
         if rejection is None:
+            self._apply_accepts()
             super()._negotiate_as_acceptor()
             return
         self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
@@ -53,6 +60,46 @@ class AdmissionACSE(ACSE):
         self.send_reject(rejection.result, rejection.source, rejection.diagnostic)
         evt.trigger(self.assoc, evt.EVT_REJECTED, {})
         self.assoc.kill()
+
+    def _apply_accepts(self) -> None:
+        """Drop the abstract syntaxes an add-in's ``accepts()`` refuses for this peer."""
+        table: RoutingTable = self.assoc.pacsd_routes  # type: ignore[attr-defined]
+        deciders = {
+            uid: [r for r in records if r.instance is not None and r.instance.overrides_accepts()]
+            for uid, records in table.by_sop_class.items()
+        }
+        if not any(deciders.values()):
+            return
+        info = association_info(self.assoc)
+        kept = []
+        for cx in self.acceptor.supported_contexts:
+            refused = False
+            for record in deciders.get(str(cx.abstract_syntax), []):
+                instance = record.instance
+                try:
+                    refused = instance is None or not instance.accepts(
+                        info, str(cx.abstract_syntax)
+                    )
+                except Exception:
+                    record.count_failure()
+                    refused = True
+                if refused:
+                    break
+            if not refused:
+                kept.append(cx)
+        self.acceptor.supported_contexts = kept
+
+
+class PacsdDIMSE(DIMSEServiceProvider):
+    """DIMSE provider that lets ``before_send`` hooks change a message before encoding."""
+
+    def __init__(self, assoc: Association, before_send: BeforeSend) -> None:
+        super().__init__(assoc)
+        self._before_send = before_send
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        self._before_send(self.assoc, primitive)
+        super().send_msg(primitive, context_id)
 
 
 class PacsdRequestHandler(RequestHandler):
@@ -67,6 +114,7 @@ class PacsdRequestHandler(RequestHandler):
         assoc.pacsd_id = self.server.new_association_id()  # type: ignore[attr-defined]
         assoc.acceptor.supported_contexts = deepcopy(self.server.contexts_for(table))
         assoc.acse = AdmissionACSE(assoc, self.server.admission)
+        assoc.dimse = PacsdDIMSE(assoc, self.server.before_send)
         return assoc
 
 
@@ -80,16 +128,19 @@ class PacsdAssociationServer(ThreadedAssociationServer):
     routing: Callable[[], RoutingTable]
     admission: AdmissionCheck
     new_association_id: Callable[[], str]
+    before_send: BeforeSend
 
     def configure(
         self,
         routing: Callable[[], RoutingTable],
         admission: AdmissionCheck,
         new_association_id: Callable[[], str],
+        before_send: BeforeSend,
     ) -> None:
         self.routing = routing
         self.admission = admission
         self.new_association_id = new_association_id
+        self.before_send = before_send
         self._contexts_cache: tuple[RoutingTable, list[PresentationContext]] | None = None
 
     def contexts_for(self, table: RoutingTable) -> list[PresentationContext]:

@@ -17,12 +17,13 @@ from enum import StrEnum
 from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
-from pacsd.server.dicom import dispatch
+from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.engine import (
     PacsdAssociationServer,
     PacsdRequestHandler,
     Rejection,
 )
+from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -62,10 +63,14 @@ class DicomListener:
         settings: Settings,
         routing: Callable[[], RoutingTable],
         tracker: AssociationTracker,
+        dispatcher: Dispatcher,
+        observers: Observers,
     ) -> None:
         self._settings = settings
         self._routing = routing
         self.tracker = tracker
+        self._dispatch = dispatcher
+        self._observers = observers
         self._lock = threading.RLock()
         self._server: PacsdAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -98,11 +103,23 @@ class DicomListener:
         with self._lock:
             if self._server is not None:
                 return False
+            d, o = self._dispatch, self._observers
             handlers: list[evt.EventHandlerType] = [
-                (evt.EVT_C_ECHO, dispatch.handle_echo),
+                (evt.EVT_C_ECHO, d.handle_echo),
+                (evt.EVT_C_STORE, d.handle_store),
+                (evt.EVT_C_FIND, d.handle_find),
+                (evt.EVT_C_GET, d.handle_get),
+                (evt.EVT_C_MOVE, d.handle_move),
+                (evt.EVT_N_ACTION, d.handle_n_action),
+                (evt.EVT_N_CREATE, d.handle_n_create),
+                (evt.EVT_N_SET, d.handle_n_set),
+                (evt.EVT_N_GET, d.handle_n_get),
+                (evt.EVT_N_EVENT_REPORT, d.handle_n_event_report),
+                (evt.EVT_N_DELETE, d.handle_n_delete),
                 (evt.EVT_ACCEPTED, self._on_accepted),
                 (evt.EVT_REJECTED, self._on_rejected),
                 (evt.EVT_ABORTED, self._on_aborted),
+                (evt.EVT_RELEASED, o.released),
                 (evt.EVT_CONN_CLOSE, self._on_closed),
                 (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
                 (evt.EVT_DIMSE_SENT, self._on_dimse_sent),
@@ -120,7 +137,9 @@ class DicomListener:
             except OSError as exc:
                 raise BindError(self.host, self.port, exc) from exc
             assert isinstance(server, PacsdAssociationServer)
-            server.configure(self._routing, self._admit, self.tracker.new_id)
+            server.configure(
+                self._routing, self._admit, self.tracker.new_id, self._observers.before_send
+            )
             self.ae._servers.append(server)  # AssociationServer.shutdown() removes it
             self.port = int(server.server_address[1])
             self._server = server
@@ -180,10 +199,14 @@ class DicomListener:
             return PAUSED_REJECTION
         if len(self.tracker.live()) >= self._settings.max_associations:
             return LIMIT_REJECTION
+        verdict = self._observers.requested(assoc)
+        if verdict is not None:
+            return Rejection(verdict.result, verdict.source, verdict.diagnostic, verdict.reason)
         return None
 
     def _on_accepted(self, event: Event) -> None:
         self.tracker.accepted(event.assoc, getattr(event.assoc, "pacsd_id", ""))
+        self._observers.accepted(event)
 
     def _on_rejected(self, event: Event) -> None:
         rejection = getattr(event.assoc, "pacsd_rejection", None)
@@ -195,18 +218,22 @@ class DicomListener:
             why,
         )
         self.tracker.rejected()
+        self._observers.rejected(event.assoc, why)
 
     def _on_aborted(self, event: Event) -> None:
         self.tracker.aborted()
+        self._observers.aborted(event)
 
     def _on_closed(self, event: Event) -> None:
         self.tracker.closed(event.assoc)
 
     def _on_dimse_recv(self, event: Event) -> None:
         self.tracker.dimse_received()
+        self._observers.message_received(event)
 
     def _on_dimse_sent(self, event: Event) -> None:
         self.tracker.dimse_sent()
+        self._observers.message_sent(event)
 
 
 class ListenerStoppedError(Exception):

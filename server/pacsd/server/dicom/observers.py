@@ -1,0 +1,91 @@
+"""Fans association and message events out to add-in hooks, each failure isolated.
+
+Bound to pynetdicom's notification events for every association, plus the
+``before_send`` point in ``PacsdDIMSE``. When no add-in watches an event, the cost is
+one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pacsd.addin import DimseMessage, Hook, Reject
+from pacsd.server.addins.routing import HookTable
+from pacsd.server.dicom.associations import association_info
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+
+log = logging.getLogger("pacsd.core.hooks")
+
+
+def service_name(obj: Any) -> str:
+    """'C_ECHO_RQ' or 'C_ECHO' -> 'C-ECHO'."""
+    name = type(obj).__name__.removesuffix("_RQ").removesuffix("_RSP")
+    return name.replace("_", "-")
+
+
+class Observers:
+    def __init__(self, hooks: Callable[[], HookTable]) -> None:
+        self._hooks = hooks
+
+    def _fire(self, hook: Hook, *args: Any) -> None:
+        for record, fn in self._hooks().get(hook):
+            try:
+                fn(*args)
+            except Exception:
+                record.count_failure()
+                log.exception("add-in %s failed in its %s hook", record.name, hook.value)
+
+    def requested(self, assoc: Association) -> Reject | None:
+        """Ask every ``association_requested`` hook; the first Reject wins."""
+        info = association_info(assoc)
+        for record, fn in self._hooks().get(Hook.ASSOCIATION_REQUESTED):
+            try:
+                fn(info)
+            except Reject as verdict:
+                log.info("add-in %s rejected association: %s", record.name, verdict.reason)
+                return verdict
+            except Exception:
+                record.count_failure()
+                log.exception("add-in %s failed in its association_requested hook", record.name)
+        return None
+
+    def accepted(self, event: Event) -> None:
+        self._fire(Hook.ASSOCIATION_ACCEPTED, association_info(event.assoc))
+
+    def rejected(self, assoc: Association, reason: str) -> None:
+        self._fire(Hook.ASSOCIATION_REJECTED, association_info(assoc), reason)
+
+    def released(self, event: Event) -> None:
+        self._fire(Hook.ASSOCIATION_RELEASED, association_info(event.assoc))
+
+    def aborted(self, event: Event) -> None:
+        self._fire(Hook.ASSOCIATION_ABORTED, association_info(event.assoc))
+
+    def message_received(self, event: Event) -> None:
+        if not self._hooks().get(Hook.MESSAGE_RECEIVED):
+            return
+        msg = event.message
+        view = DimseMessage(
+            msg.command_set, service=service_name(msg), direction="received", writable=False
+        )
+        self._fire(Hook.MESSAGE_RECEIVED, association_info(event.assoc), view)
+
+    def message_sent(self, event: Event) -> None:
+        if not self._hooks().get(Hook.MESSAGE_SENT):
+            return
+        msg = event.message
+        view = DimseMessage(
+            msg.command_set, service=service_name(msg), direction="sent", writable=False
+        )
+        self._fire(Hook.MESSAGE_SENT, association_info(event.assoc), view)
+
+    def before_send(self, assoc: Association, primitive: Any) -> None:
+        if not self._hooks().get(Hook.BEFORE_SEND):
+            return
+        view = DimseMessage(
+            primitive, service=service_name(primitive), direction="sent", writable=True
+        )
+        self._fire(Hook.BEFORE_SEND, association_info(assoc), view)
