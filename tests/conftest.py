@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pacsd.addin.testing"]
+
 BIN_DIR = Path(sys.executable).parent
 LISTENING = re.compile(
     r"^listening dicom=(?P<dhost>\S+):(?P<dport>\d+) control=(?P<chost>\S+):(?P<cport>\d+)$"
@@ -34,7 +36,11 @@ def console_script(name: str) -> str:
 
 
 def dcmtk(tool: str) -> str:
-    path = shutil.which(tool)
+    # pynetdicom installs its own echoscu/storescu beside the interpreter; skip that folder.
+    search = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != BIN_DIR
+    )
+    path = shutil.which(tool, path=search)
     if path is None:
         pytest.fail(f"DCMTK's {tool} is required (apt-get install dcmtk); tests never skip it")
     return path

@@ -65,6 +65,9 @@ class HandlerSpec:
     #: answers with a failure for it and reports the add-in unhealthy. None: the server's
     #: ``handler_time_limit`` setting.
     time_limit: float | None = None
+    #: C-GET only: Storage SOP classes the handler may send back on the same association
+    #: (offered with SCP/SCU role selection).
+    sub_operation_sop_classes: tuple[str, ...] = ()
 
 
 def _handler(
@@ -72,8 +75,15 @@ def _handler(
     sop_classes: Iterable[str],
     transfer_syntaxes: Iterable[str],
     time_limit: float | None,
+    sub_operation_sop_classes: Iterable[str] = (),
 ) -> Callable[[F], F]:
-    spec = HandlerSpec(service, tuple(sop_classes), tuple(transfer_syntaxes), time_limit)
+    spec = HandlerSpec(
+        service,
+        tuple(sop_classes),
+        tuple(transfer_syntaxes),
+        time_limit,
+        tuple(sub_operation_sop_classes),
+    )
     if not spec.sop_classes:
         raise ValueError(f"{service} handler declares no SOP classes")
     if not spec.transfer_syntaxes:
@@ -105,7 +115,19 @@ def _decorator(service: Service, default_sop_classes: tuple[str, ...] = ()) -> C
 c_echo = _decorator(Service.C_ECHO, (sop.VERIFICATION,))
 c_store = _decorator(Service.C_STORE)
 c_find = _decorator(Service.C_FIND)
-c_get = _decorator(Service.C_GET)
+
+
+def c_get(
+    *,
+    sop_classes: Iterable[str] = (),
+    transfer_syntaxes: Iterable[str] = sop.UNCOMPRESSED_TRANSFER_SYNTAXES,
+    time_limit: float | None = None,
+    storage_sop_classes: Iterable[str] = sop.ALL_STORAGE,
+) -> Callable[[F], F]:
+    """Handle C-GET requests; ``storage_sop_classes`` are what it may send back."""
+    return _handler(Service.C_GET, sop_classes, transfer_syntaxes, time_limit, storage_sop_classes)
+
+
 c_move = _decorator(Service.C_MOVE)
 n_action = _decorator(Service.N_ACTION)
 n_create = _decorator(Service.N_CREATE)

@@ -15,3 +15,21 @@ UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+
+
+def _storage_sop_classes() -> tuple[str, ...]:
+    """Every non-retired Storage SOP class pydicom knows (PS3.4 Annex B), for C-GET."""
+    from pydicom.uid import UID_dictionary
+
+    return tuple(
+        uid
+        for uid, (name, kind, _info, retired, _keyword) in UID_dictionary.items()
+        if kind == "SOP Class"
+        and name.endswith(" Storage")
+        and not retired
+        and uid != "1.2.840.10008.1.3.10"  # Media Storage Directory: not sent by C-STORE
+    )
+
+
+#: All Storage SOP classes: what a C-GET handler may send back by default.
+ALL_STORAGE: tuple[str, ...] = _storage_sop_classes()

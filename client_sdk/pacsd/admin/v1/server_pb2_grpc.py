@@ -94,8 +94,8 @@ class ServerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StopServer(self, request, context):
-        """Close the DICOM listening socket; running associations continue until
-        they end or the grace period runs out, then they are aborted.
+        """Close the DICOM listening socket and reply at once; running associations
+        continue until they end or the grace period runs out, then they are aborted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,6 +75,15 @@ class RoutingTable:
             syntaxes.extend(ts for ts in route.spec.transfer_syntaxes if ts not in syntaxes)
         return {uid: tuple(ts) for uid, ts in offered.items()}
 
+    def sub_operation_syntaxes(self) -> dict[str, tuple[str, ...]]:
+        """Storage SOP classes C-GET handlers send back -> transfer syntaxes (role reversal)."""
+        offered: dict[str, list[str]] = {}
+        for route in self.routes.values():
+            for uid in route.spec.sub_operation_sop_classes:
+                syntaxes = offered.setdefault(uid, [])
+                syntaxes.extend(ts for ts in route.spec.transfer_syntaxes if ts not in syntaxes)
+        return {uid: tuple(ts) for uid, ts in offered.items()}
+
 
 @dataclass(frozen=True)
 class HookTable:

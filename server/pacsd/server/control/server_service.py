@@ -101,7 +101,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     ) -> server_pb2.StopServerResponse:
         self._refuse_if_shutting_down()
         grace = self._grace(request)
-        changed = self._rt.listener.stop(grace)
+        changed = self._rt.listener.stop(grace, wait=False)
         return server_pb2.StopServerResponse(server=self._server(), changed=changed)
 
     @rpc

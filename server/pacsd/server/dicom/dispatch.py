@@ -113,7 +113,7 @@ class Dispatcher:
             "sop_class_uid": str(event.context.abstract_syntax),
             "transfer_syntax": str(event.context.transfer_syntax),
             "_dataset": _Lazy(dataset),
-            "_cancelled": lambda: bool(event.is_cancelled),
+            "_cancelled": _sticky_cancel(event),
         }
 
     # -- single-response services ------------------------------------------------------
@@ -241,6 +241,7 @@ class Dispatcher:
         self, route: Route, event: Event, request: Any, expect_count: bool
     ) -> Iterator[Any]:
         """Drive the add-in's generator one item at a time, each under the time limit."""
+        cancelled = request._cancelled
         try:
             results = iter(self._call(route, request))
         except Exception as exc:
@@ -248,13 +249,16 @@ class Dispatcher:
             return
         first = True
         while True:
-            if event.is_cancelled:
+            if cancelled():
                 _close(results)
                 yield int(Status.CANCEL), None
                 return
             try:
                 item = route.record.call(next, results, self._limit(route))
             except StopIteration:
+                if cancelled():  # the handler saw the C-CANCEL and stopped
+                    yield int(Status.CANCEL), None
+                    return
                 break
             except Exception as exc:
                 _close(results)
@@ -278,6 +282,18 @@ class Dispatcher:
                 yield int(Status.PENDING), item
         if expect_count and first:
             yield 0  # no matches: zero sub-operations
+
+
+def _sticky_cancel(event: Event) -> Callable[[], bool]:
+    """pynetdicom forgets a C-CANCEL once it has been asked about; remember it."""
+    seen = False
+
+    def cancelled() -> bool:
+        nonlocal seen
+        seen = seen or bool(event.is_cancelled)
+        return seen
+
+    return cancelled
 
 
 def _fail_early(status: int, before_count: bool) -> Iterator[Any]:

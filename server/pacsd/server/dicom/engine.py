@@ -148,14 +148,27 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         cached = self._contexts_cache
         if cached is not None and cached[0] is table:
             return cached[1]
-        contexts = []
+        contexts: dict[str, PresentationContext] = {}
         for uid, syntaxes in table.abstract_syntaxes().items():
             cx = PresentationContext()
             cx.abstract_syntax = uid
             cx.transfer_syntax = list(syntaxes)
-            contexts.append(cx)
-        self._contexts_cache = (table, contexts)
-        return contexts
+            contexts[uid] = cx
+        # C-GET sends instances back on the same association: accept the peer's proposal
+        # to be the Storage SCP for them (SCP/SCU role selection, PS3.7 D.3.3.4).
+        for uid, syntaxes in table.sub_operation_syntaxes().items():
+            existing = contexts.get(uid)
+            if existing is None:
+                existing = contexts[uid] = PresentationContext()
+                existing.abstract_syntax = uid
+                existing.transfer_syntax = list(syntaxes)
+            else:
+                merged = [*existing.transfer_syntax, *syntaxes]
+                existing.transfer_syntax = list(dict.fromkeys(merged))
+            existing.scu_role, existing.scp_role = True, True
+        built = list(contexts.values())
+        self._contexts_cache = (table, built)
+        return built
 
     def get_request(self) -> tuple[socket.socket, Any]:
         client, address = super().get_request()

@@ -154,9 +154,10 @@ class DicomListener:
             log.info("DICOM listener on %s:%d as %s", self.host, self.port, self.ae.ae_title)
             return True
 
-    def stop(self, grace_period: float) -> bool:
-        """Close the listening socket, then wait for running associations up to the grace
-        period and abort those still running. False when already stopped."""
+    def stop(self, grace_period: float, wait: bool = True) -> bool:
+        """Close the listening socket, then let running associations go on for up to the
+        grace period and abort those still running. With ``wait=False`` the draining
+        happens in the background and this returns at once. False when already stopped."""
         with self._lock:
             server, self._server = self._server, None
             self._paused = False
@@ -164,7 +165,12 @@ class DicomListener:
                 return False
             server.shutdown()  # stops serve_forever and closes the listening socket
             log.info("DICOM listener on %s:%d closed", self.host, self.port)
-        self.drain(grace_period)
+        if wait:
+            self.drain(grace_period)
+        else:
+            threading.Thread(
+                target=self.drain, args=(grace_period,), name="pacsd-drain", daemon=True
+            ).start()
         return True
 
     def drain(self, grace_period: float) -> None:
