@@ -27,9 +27,6 @@ __all__ = ["DEFAULT_ENDPOINT", "DEFAULT_TIMEOUT", "Change", "Client", "ServerAPI
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 
-#: Extra deadline for StopServer when no grace period is given: the server then waits
-#: for its own configured grace period (default 10 s), which the client cannot know.
-
 R = TypeVar("R")
 
 
