@@ -414,3 +414,52 @@ def test_accepts_decides_per_association(
     finally:
         refused.release()
         allowed.release()
+
+
+def test_an_addin_replaces_a_base_service(
+    pacsd: PacsdProcess, addins: addins_pb2_grpc.AddinServiceStub
+) -> None:
+    """C-MOVE resolves its destination through the aetitles service: replace it and the
+    move reaches a peer only the replacement knows."""
+    from pynetdicom import evt
+
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0
+
+    scp = AE(ae_title="MOVEDEST")
+    scp.add_supported_context(SC, ExplicitVRLittleEndian)
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        port = server.server_address[1]
+        load(addins, TEST_ADDINS / "qr.py")
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = "1.2.3"
+
+        def move() -> list[int]:
+            assoc = associate(pacsd.dicom_port, StudyRootQueryRetrieveInformationModelMove)
+            model = StudyRootQueryRetrieveInformationModelMove
+            result = [int(s.Status) for s, _ in assoc.send_c_move(query, "MOVEDEST", model)]
+            assoc.release()
+            return result
+
+        assert move() == [0xA801]  # unknown to the default registry
+        load(addins, TEST_ADDINS / "ae_book.py")
+        addins.UpdateAddinSettings(
+            addins_pb2.UpdateAddinSettingsRequest(name="ae_book", settings={"port": port}),
+            timeout=5,
+        )
+        # provide() ran at load with port 0; reload so the book is built from the new port.
+        addins.ReloadAddin(addins_pb2.ReloadAddinRequest(name="ae_book"), timeout=20)
+        statuses = move()
+        assert statuses[-1] == 0x0000, [hex(s) for s in statuses]
+        assert received == ["1.2.3.4.9"]
+        addins.UnloadAddin(addins_pb2.UnloadAddinRequest(name="ae_book"), timeout=20)
+        assert move() == [0xA801]  # the default is back
+    finally:
+        server.shutdown()

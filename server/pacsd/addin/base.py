@@ -26,6 +26,9 @@ class Addin:
     version: ClassVar[str] = "0.0.0"
     description: ClassVar[str] = ""
     settings_model: ClassVar[type[AddinSettings] | None] = None
+    #: Base services this add-in replaces while loaded ("aetitles", "dicom_client");
+    #: ``provide(name)`` returns the implementation.
+    provides: ClassVar[tuple[str, ...]] = ()
 
     ctx: AddinContext
 
@@ -35,6 +38,10 @@ class Addin:
 
     def stop(self) -> None:
         """Release resources. Called once, after in-flight calls have finished."""
+
+    def provide(self, service: str) -> Any:
+        """The implementation of a service named in ``provides`` (called after start)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement {service!r}")
 
     def settings_changed(self, settings: Any) -> None:
         """Called after a validated settings update; ``self.ctx.settings`` is already new."""

@@ -3,29 +3,51 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pacsd.addin.services import AETitles, DicomClient
 
 
-@dataclass(slots=True)
+class ServiceLookup(Protocol):
+    def get(self, name: str) -> Any: ...
+
+
 class AddinContext:
     """Base services handed to an add-in.
 
-    Add-ins keep the context and use only what is on it; the server decides which
-    implementation stands behind each service.
+    Add-ins keep the context and use only what is on it. Services are looked up on each
+    access, so when another add-in replaces one (``Addin.provides``), every add-in
+    sees the replacement from then on.
     """
 
-    #: The add-in's name, as registered.
-    name: str
-    #: Logger whose records are tagged with this add-in as their source.
-    log: logging.Logger
-    #: The add-in's validated settings: an instance of its ``settings_model`` (or a dict
-    #: when it declares none). Replaced, not mutated, when settings are updated.
-    settings: Any
-    #: The registry of known peers (AE title, host, port).
-    aetitles: AETitles | None = None
-    #: Outgoing DICOM requests to registered peers (TCP_NODELAY set).
-    dicom_client: DicomClient | None = None
+    __slots__ = ("_services", "log", "name", "settings")
+
+    def __init__(
+        self,
+        name: str,
+        log: logging.Logger,
+        settings: Any,
+        services: ServiceLookup | None = None,
+    ) -> None:
+        #: The add-in's name, as registered.
+        self.name = name
+        #: Logger whose records are tagged with this add-in as their source.
+        self.log = log
+        #: The validated settings: an instance of the add-in's ``settings_model`` (or a
+        #: dict when it declares none). Replaced, not mutated, when settings are updated.
+        self.settings = settings
+        self._services = services
+
+    def service(self, name: str) -> Any:
+        return None if self._services is None else self._services.get(name)
+
+    @property
+    def aetitles(self) -> AETitles:
+        """The registry of known peers (AE title, host, port)."""
+        return self.service("aetitles")
+
+    @property
+    def dicom_client(self) -> DicomClient:
+        """Outgoing DICOM requests to registered peers (TCP_NODELAY set)."""
+        return self.service("dicom_client")

@@ -128,7 +128,21 @@ def c_get(
     return _handler(Service.C_GET, sop_classes, transfer_syntaxes, time_limit, storage_sop_classes)
 
 
-c_move = _decorator(Service.C_MOVE)
+def c_move(
+    *,
+    sop_classes: Iterable[str] = (),
+    transfer_syntaxes: Iterable[str] = sop.UNCOMPRESSED_TRANSFER_SYNTAXES,
+    time_limit: float | None = None,
+    storage_sop_classes: Iterable[str] = (),
+) -> Callable[[F], F]:
+    """Handle C-MOVE requests; ``storage_sop_classes`` (at most 128) are proposed to the
+    destination for the sub-operations. Default: the 120 most common Storage classes."""
+    classes = tuple(storage_sop_classes)
+    if len(classes) > 128:
+        raise ValueError("an association carries at most 128 presentation contexts")
+    return _handler(Service.C_MOVE, sop_classes, transfer_syntaxes, time_limit, classes)
+
+
 n_action = _decorator(Service.N_ACTION)
 n_create = _decorator(Service.N_CREATE)
 n_set = _decorator(Service.N_SET)

@@ -21,6 +21,7 @@ from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.listener import DicomListener, ListenerState
 from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
+from pacsd.server.services import ServiceRegistry
 from pacsd.server.storage.database import ServerDatabase
 from pacsd.server.version import API_VERSION, VERSION
 
@@ -43,7 +44,8 @@ class Runtime:
         self._shutdown_requested = threading.Event()
         self._shutdown_grace = settings.grace_period
         self.db: ServerDatabase | None = None
-        self.addins = AddinManager(settings, self._addin_context)
+        self.services = ServiceRegistry()
+        self.addins = AddinManager(settings, self._addin_context, services=self.services)
         dispatcher = Dispatcher(
             lambda: self.addins.table, settings.handler_time_limit, self._resolve_ae
         )
@@ -62,12 +64,11 @@ class Runtime:
             name=name,
             log=logging.getLogger(f"pacsd.addin.{name}"),
             settings=settings,
-            aetitles=getattr(self, "aetitles", None),
-            dicom_client=getattr(self, "dicom_client", None),
+            services=self.services,
         )
 
     def _resolve_ae(self, ae_title: str) -> Any:
-        registry = getattr(self, "aetitles", None)
+        registry = self.services.get("aetitles")
         return None if registry is None else registry.get(ae_title)
 
     def start(self) -> str:

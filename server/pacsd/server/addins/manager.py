@@ -27,6 +27,7 @@ from pacsd.server.addins.routing import (
     RoutingTable,
 )
 from pacsd.server.config import Settings
+from pacsd.server.services import ServiceRegistry
 from pydantic import ValidationError
 
 log = logging.getLogger("pacsd.core.addins")
@@ -72,8 +73,10 @@ class AddinManager:
         settings: Settings,
         context_factory: ContextFactory = default_context,
         sources: Callable[[], dict[str, AddinSource]] | None = None,
+        services: ServiceRegistry | None = None,
     ) -> None:
         self._settings = settings
+        self._services = services
         self._context_factory = context_factory
         self._sources = sources or (lambda: discover(settings.addin_paths))
         self._lock = threading.RLock()
@@ -304,6 +307,11 @@ class AddinManager:
             except Exception as exc:
                 log.exception("add-in %s failed to start", name)
                 raise AddinLoadError(f"start failed: {exc!r}") from exc
+            try:
+                self._install_services(name, instance, replacing)
+            except Exception as exc:
+                _stop_quietly(instance, name)
+                raise AddinLoadError(str(exc)) from exc
         except (AddinLoadError, RouteConflictError) as exc:
             record.state, record.error, record.routes = AddinState.FAILED, str(exc), []
             log.error("add-in %s not loaded: %s", name, exc)
@@ -316,6 +324,15 @@ class AddinManager:
         if replacing is None:
             self._publish()
         log.info("add-in %s %s loaded from %s", name, record.version, record.source.origin)
+
+    def _install_services(self, name: str, instance: Addin, replacing: AddinRecord | None) -> None:
+        if self._services is None or not instance.provides:
+            return
+        if replacing is not None:
+            self._services.release(name)
+        for service in instance.provides:
+            self._services.override(service, name, instance.provide(service))
+            log.info("add-in %s provides the %s service", name, service)
 
     def _check_conflicts(self, record: AddinRecord, ignore: AddinRecord | None = None) -> None:
         others = [
@@ -344,10 +361,17 @@ class AddinManager:
         record.routes, record.hooks, record.commands = [], [], {}
         if instance is None:
             return
-        try:
-            instance.stop()
-        except Exception:
-            log.exception("add-in %s failed to stop", record.name)
+        current = self._records.get(record.name)
+        if self._services is not None and (current is None or current.instance is None):
+            self._services.release(record.name)
+        _stop_quietly(instance, record.name)
+
+
+def _stop_quietly(instance: Addin, name: str) -> None:
+    try:
+        instance.stop()
+    except Exception:
+        log.exception("add-in %s failed to stop", name)
 
 
 def _validate(cls: type[Addin], raw: dict[str, Any]) -> Any:

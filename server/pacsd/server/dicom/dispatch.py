@@ -25,6 +25,7 @@ from pacsd.addin import (
     Service,
     Status,
     StoreRequest,
+    sop,
 )
 from pacsd.addin.requests import _Lazy
 from pacsd.server.addins.record import HandlerTimeout
@@ -32,6 +33,11 @@ from pacsd.server.addins.routing import Route, RoutingTable
 from pacsd.server.dicom.associations import association_info
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
+from pynetdicom.presentation import (
+    PresentationContext,
+    StoragePresentationContexts,
+    build_context,
+)
 
 log = logging.getLogger("pacsd.core.dispatch")
 
@@ -234,7 +240,7 @@ class Dispatcher:
             destination_ae=destination_ae,
             destination=destination,
         )
-        yield destination.host, destination.port
+        yield destination.host, destination.port, {"contexts": _move_contexts(route)}
         yield from self._pending(route, event, request, expect_count=True)
 
     def _pending(
@@ -282,6 +288,14 @@ class Dispatcher:
                 yield int(Status.PENDING), item
         if expect_count and first:
             yield 0  # no matches: zero sub-operations
+
+
+def _move_contexts(route: Route) -> list[PresentationContext]:
+    """What the sub-operation association proposes to the C-MOVE destination."""
+    uids = route.spec.sub_operation_sop_classes or tuple(
+        str(cx.abstract_syntax) for cx in StoragePresentationContexts
+    )
+    return [build_context(uid, list(sop.UNCOMPRESSED_TRANSFER_SYNTAXES)) for uid in uids[:128]]
 
 
 def _sticky_cancel(event: Event) -> Callable[[], bool]:
