@@ -463,3 +463,35 @@ def test_an_addin_replaces_a_base_service(
         assert move() == [0xA801]  # the default is back
     finally:
         server.shutdown()
+
+
+def test_unload_lets_a_call_in_flight_finish(
+    pacsd: PacsdProcess, addins: addins_pb2_grpc.AddinServiceStub
+) -> None:
+    import threading
+
+    load(addins, TEST_ADDINS / "slow.py")
+    results: list[int] = []
+    sender = threading.Thread(target=lambda: results.append(store(pacsd.dicom_port, sc_instance())))
+    sender.start()
+    time.sleep(0.5)  # the handler is now sleeping
+    started = time.monotonic()
+    rsp = addins.UnloadAddin(addins_pb2.UnloadAddinRequest(name="slow"), timeout=20)
+    waited = time.monotonic() - started
+    sender.join(10)
+    assert rsp.changed
+    assert results == [0x0000]  # the call in flight completed normally
+    assert waited >= 0.5, waited  # unload waited for it before stopping the add-in
+    log = pacsd.stderr()
+    assert log.index("slow store of") < log.index("slow add-in stopped")
+
+
+def test_addin_log_records_carry_the_association(
+    pacsd: PacsdProcess, addins: addins_pb2_grpc.AddinServiceStub
+) -> None:
+    load(addins, TEST_ADDINS / "slow.py")
+    ds = sc_instance()
+    assert store(pacsd.dicom_port, ds, calling="LOGGEDAE") == 0
+    line = next(line for line in pacsd.stderr().splitlines() if "slow store of" in line)
+    # [source association-id calling->called]
+    assert "[slow a" in line and "LOGGEDAE->PACSD]" in line, line

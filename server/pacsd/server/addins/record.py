@@ -6,6 +6,7 @@ bounded by its time limit and tracked as in flight (unload waits for those).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -80,7 +81,7 @@ class AddinRecord:
             if time_limit is None:
                 result = fn(arg)
             else:
-                future = _POOL.submit(fn, arg)
+                future = _POOL.submit(contextvars.copy_context().run, fn, arg)
                 try:
                     result = future.result(timeout=time_limit)
                 except FutureTimeout:

@@ -28,6 +28,7 @@ from pacsd.addin import (
     sop,
 )
 from pacsd.addin.requests import _Lazy
+from pacsd.server import logcontext
 from pacsd.server.addins.record import HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
 from pacsd.server.dicom.associations import association_info
@@ -82,7 +83,8 @@ class Dispatcher:
         return route.spec.time_limit or self._default_limit
 
     def _call(self, route: Route, request: Any) -> Any:
-        return route.record.call(route.handler, request, self._limit(route))
+        with logcontext.association(request.association):
+            return route.record.call(route.handler, request, self._limit(route))
 
     def _failure(self, route: Route, exc: BaseException) -> int:
         service = route.spec.service
@@ -260,7 +262,8 @@ class Dispatcher:
                 yield int(Status.CANCEL), None
                 return
             try:
-                item = route.record.call(next, results, self._limit(route))
+                with logcontext.association(request.association):
+                    item = route.record.call(next, results, self._limit(route))
             except StopIteration:
                 if cancelled():  # the handler saw the C-CANCEL and stopped
                     yield int(Status.CANCEL), None

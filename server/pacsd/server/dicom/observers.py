@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pacsd.addin import DimseMessage, Hook, Reject
+from pacsd.addin import AssociationInfo, DimseMessage, Hook, Reject
+from pacsd.server import logcontext
 from pacsd.server.addins.routing import HookTable
 from pacsd.server.dicom.associations import association_info
 from pynetdicom.association import Association
@@ -30,17 +31,22 @@ class Observers:
     def __init__(self, hooks: Callable[[], HookTable]) -> None:
         self._hooks = hooks
 
-    def _fire(self, hook: Hook, *args: Any) -> None:
-        for record, fn in self._hooks().get(hook):
-            try:
-                fn(*args)
-            except Exception:
-                record.count_failure()
-                log.exception("add-in %s failed in its %s hook", record.name, hook.value)
+    def _fire(self, hook: Hook, info: AssociationInfo, *args: Any) -> None:
+        with logcontext.association(info):
+            for record, fn in self._hooks().get(hook):
+                try:
+                    fn(info, *args)
+                except Exception:
+                    record.count_failure()
+                    log.exception("add-in %s failed in its %s hook", record.name, hook.value)
 
     def requested(self, assoc: Association) -> Reject | None:
         """Ask every ``association_requested`` hook; the first Reject wins."""
         info = association_info(assoc)
+        with logcontext.association(info):
+            return self._requested(info)
+
+    def _requested(self, info: AssociationInfo) -> Reject | None:
         for record, fn in self._hooks().get(Hook.ASSOCIATION_REQUESTED):
             try:
                 fn(info)
