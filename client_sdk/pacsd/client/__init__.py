@@ -9,9 +9,12 @@ server's error reasons to exceptions. The ``pacsctl`` command line lives in
     with Client("127.0.0.1:50051") as client:
         print(client.server.get().state)
         client.server.pause()
+        client.addins.load("/srv/pacsd/addins/example_store.py")
+        print(client.addins.invoke("example_store", "stats"))
 """
 
 from pacsd.client._json import message_to_dict, message_to_json
+from pacsd.client.addins import AddinChange, AddinsAPI, SettingsChange
 from pacsd.client.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, Change, Client, ServerAPI
 from pacsd.client.errors import (
     AlreadyExists,
@@ -31,6 +34,8 @@ from pacsd.client.errors import (
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_TIMEOUT",
+    "AddinChange",
+    "AddinsAPI",
     "AlreadyExists",
     "Change",
     "Client",
@@ -43,6 +48,7 @@ __all__ = [
     "PermissionDenied",
     "ServerAPI",
     "ServerUnavailable",
+    "SettingsChange",
     "Unauthenticated",
     "Unimplemented",
     "from_rpc_error",

@@ -1,8 +1,8 @@
 """The pacsd control-plane client.
 
 One ``Client`` owns one gRPC channel. Calls are grouped by the service they drive
-(``client.server`` today; add-ins, AE titles and the like get their own attribute the
-same way) so the SDK mirrors the proto's services instead of growing one flat class.
+(``client.server``, ``client.addins``; AE titles and the like get their own attribute
+the same way) so the SDK mirrors the proto's services instead of growing one flat class.
 Every call has a deadline and raises only ``pacsd.client.errors.PacsdError`` subclasses,
 so a caller never needs to know gRPC.
 """
@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 import grpc
 from pacsd.admin.v1 import server_pb2, server_pb2_grpc
 from pacsd.client import _health
+from pacsd.client.addins import AddinsAPI
 from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
 
 __all__ = ["DEFAULT_ENDPOINT", "DEFAULT_TIMEOUT", "Change", "Client", "ServerAPI"]
@@ -69,6 +70,7 @@ class Client:
         self._channel.subscribe(self._on_connectivity, try_to_connect=False)
         self._closed = False
         self.server = ServerAPI(self)
+        self.addins = AddinsAPI(self)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.HealthCheckRequest.SerializeToString,
