@@ -241,4 +241,5 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
                 grpc.StatusCode.INTERNAL,
                 errors_pb2.COMMAND_FAILED,
                 f"command {request.command!r} returned a value that is not JSON-like: {exc}",
+                {"error": f"not JSON-like: {exc}"},
             ) from exc
