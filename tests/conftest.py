@@ -85,6 +85,8 @@ def _start(
 ) -> PacsdProcess:
     n = len(list(tmp_path.glob("pacsd-*.stderr")))
     data_dir = tmp_path / f"data{n}"
+    if "--data-dir" in args:  # a later flag wins, so the caller's choice is the one used
+        data_dir = Path(args[list(args).index("--data-dir") + 1])
     stderr_path = tmp_path / f"pacsd-{n}.stderr"
     cmd = [
         console_script("pacsd"),
@@ -161,3 +163,14 @@ def run_pacsctl(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def pacsd_no_storage(start_pacsd: object, tmp_path: Path) -> PacsdProcess:
+    """A pacsd without the built-in storage and query_retrieve add-ins, so test add-ins
+    may claim storage and Q/R SOP classes without a routing conflict."""
+    config = tmp_path / "no-storage.toml"
+    config.write_text(
+        "[addins.storage]\nenabled = false\n[addins.query_retrieve]\nenabled = false\n"
+    )
+    return start_pacsd(["--config", str(config)])  # type: ignore[operator,no-any-return]

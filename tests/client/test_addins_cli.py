@@ -10,11 +10,19 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from tests.conftest import PacsdProcess, console_script, run_pacsctl
+
+
+@pytest.fixture
+def pacsd(pacsd_no_storage: PacsdProcess) -> PacsdProcess:
+    """These tests load add-ins that claim storage SOP classes: no built-in storage."""
+    return pacsd_no_storage
+
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "example_store.py"

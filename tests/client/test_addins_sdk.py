@@ -38,6 +38,12 @@ from tests.conftest import PacsdProcess
 
 
 @pytest.fixture
+def pacsd(pacsd_no_storage: PacsdProcess) -> PacsdProcess:
+    """These tests load add-ins that claim storage SOP classes: no built-in storage."""
+    return pacsd_no_storage
+
+
+@pytest.fixture
 def client(pacsd: PacsdProcess) -> Iterator[Client]:
     with Client(pacsd.endpoint, timeout=20) as c:
         yield c

@@ -16,7 +16,7 @@ def test_addin_from_a_folder_with_settings_and_required(pacsd_server, dicom_clie
         addins=[ROOT / "docs" / "examples" / "example_store.py"],
         settings={"example_store": {"max_bytes": 1000}},
         server_settings={"required_addins": ["example_store"]},
-        disable=["verification"],
+        disable=["verification", "storage", "query_retrieve"],
     )
     client: DicomTestClient = dicom_client(server)
     assert client.echo() == -1  # verification disabled: C-ECHO not offered

@@ -30,6 +30,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from tests.conftest import PacsdProcess, dcmtk, dcmtk_env
 
+
+@pytest.fixture
+def pacsd(pacsd_no_storage: PacsdProcess) -> PacsdProcess:
+    """These tests load add-ins that claim storage SOP classes: no built-in storage."""
+    return pacsd_no_storage
+
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "example_store.py"
 TEST_ADDINS = ROOT / "tests" / "addins"

@@ -30,6 +30,7 @@ from pacsd.client.errors import (
     Unimplemented,
     from_rpc_error,
 )
+from pacsd.client.storage import Deletion, StorageAPI, StudiesPage, StudyList
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -40,6 +41,7 @@ __all__ = [
     "Change",
     "Client",
     "DeadlineExceeded",
+    "Deletion",
     "FailedPrecondition",
     "InternalError",
     "InvalidArgument",
@@ -49,6 +51,9 @@ __all__ = [
     "ServerAPI",
     "ServerUnavailable",
     "SettingsChange",
+    "StorageAPI",
+    "StudiesPage",
+    "StudyList",
     "Unauthenticated",
     "Unimplemented",
     "from_rpc_error",

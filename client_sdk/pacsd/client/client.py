@@ -21,7 +21,9 @@ import grpc
 from pacsd.admin.v1 import server_pb2, server_pb2_grpc
 from pacsd.client import _health
 from pacsd.client.addins import AddinsAPI
+from pacsd.client.aetitles import AETitlesAPI
 from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
+from pacsd.client.storage import StorageAPI
 
 __all__ = ["DEFAULT_ENDPOINT", "DEFAULT_TIMEOUT", "Change", "Client", "ServerAPI"]
 
@@ -71,6 +73,8 @@ class Client:
         self._closed = False
         self.server = ServerAPI(self)
         self.addins = AddinsAPI(self)
+        self.aetitles = AETitlesAPI(self)
+        self.storage = StorageAPI(self)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.HealthCheckRequest.SerializeToString,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pacsd.addin.services import AETitles, DicomClient
+    from pacsd.addin.storage import Storage
 
 
 class ServiceLookup(Protocol):
@@ -46,6 +47,11 @@ class AddinContext:
     def aetitles(self) -> AETitles:
         """The registry of known peers (AE title, host, port)."""
         return self.service("aetitles")
+
+    @property
+    def storage(self) -> Storage:
+        """The archive: durable instance files and the query index."""
+        return self.service("storage")
 
     @property
     def dicom_client(self) -> DicomClient:

@@ -33,3 +33,13 @@ def _storage_sop_classes() -> tuple[str, ...]:
 
 #: All Storage SOP classes: what a C-GET handler may send back by default.
 ALL_STORAGE: tuple[str, ...] = _storage_sop_classes()
+
+
+def _all_transfer_syntaxes() -> tuple[str, ...]:
+    from pydicom.uid import AllTransferSyntaxes
+
+    return tuple(str(uid) for uid in AllTransferSyntaxes)
+
+
+#: Every transfer syntax pydicom knows: what an archive storing bit for bit accepts.
+ALL_TRANSFER_SYNTAXES: tuple[str, ...] = _all_transfer_syntaxes()

@@ -58,6 +58,9 @@ class Settings(BaseModel):
     dimse_timeout: float = Field(30.0, gt=0)
     #: Seconds an association may stay idle before it is aborted.
     network_timeout: float = Field(60.0, gt=0)
+    #: Where the instance index lives: empty for ``DATA_DIR/index.db`` (SQLite),
+    #: ``sqlite:///path`` or ``postgresql://user:pass@host/db`` (shared by several nodes).
+    index_url: str = ""
     #: Seconds an add-in handler may run (per result for FIND/GET/MOVE) unless its
     #: decorator sets its own limit; past it the request is answered with a failure.
     handler_time_limit: float = Field(60.0, gt=0)

@@ -69,6 +69,67 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     runtime.shutdown()
 
 
+@cli.group()
+def index() -> None:
+    """Maintain the instance index offline (no pacsd may be serving the data directory)."""
+
+
+@index.command("rebuild")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML settings file."
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory [./pacsd-data].")
+def index_rebuild(config_file: Path | None, **flags: Any) -> None:
+    """Drop every index row and index every file under DATA_DIR/blobs again.
+
+    For an index that was lost or damaged: the files are the truth, the index is
+    derived from them. Settings load as for "serve" (index_url included). Refuses
+    while a pacsd holds the data directory's lock, since it would serve from an
+    index being emptied under it.
+    """
+    try:
+        settings = load_settings(flags, config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+
+    from pacsd.server import logsetup
+    from pacsd.server.storage.archive import Archive
+    from pacsd.server.storage.blobs import BlobStore
+    from pacsd.server.storage.index.db import IndexUnavailable, open_index_db
+    from pacsd.server.storage.index.repository import Index
+    from pacsd.server.storage.lock import DataDirLock, DataDirLocked
+
+    logsetup.configure(settings.log_level)
+    if not settings.data_dir.is_dir():
+        _fail(f"data directory {settings.data_dir} does not exist")
+        return
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        _fail(f"{exc}; stop that pacsd first")
+        return
+    except OSError as exc:
+        _fail(f"cannot lock {lock.path}: {exc.strerror}")
+        return
+    try:
+        try:
+            db = open_index_db(settings.index_url, settings.data_dir)
+        except IndexUnavailable as exc:
+            _fail(str(exc))
+            return
+        archive = Archive(BlobStore(settings.data_dir), Index(db))
+        try:
+            count = archive.rebuild()
+        finally:
+            archive.close()
+            db.close()
+    finally:
+        lock.release()
+    click.echo(f"rebuilt {count} instances")
+
+
 def main() -> None:
     cli()
 

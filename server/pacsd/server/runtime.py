@@ -15,14 +15,18 @@ from typing import Any
 
 from pacsd.addin import AddinContext
 from pacsd.server.addins.manager import AddinManager
+from pacsd.server.aetitles import CurrentAETitles, SqliteAETitles
 from pacsd.server.config import Settings
 from pacsd.server.control.grpc_server import DICOM_HEALTH_SERVICE, ControlPlane, grpc_address
+from pacsd.server.dicom.client import PynetdicomClient
 from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.listener import DicomListener, ListenerState
 from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
 from pacsd.server.services import ServiceRegistry
+from pacsd.server.storage.archive import Archive, open_archive
 from pacsd.server.storage.database import ServerDatabase
+from pacsd.server.storage.lock import DataDirLock, DataDirLocked
 from pacsd.server.version import API_VERSION, VERSION
 
 log = logging.getLogger("pacsd.core")
@@ -44,7 +48,12 @@ class Runtime:
         self._shutdown_requested = threading.Event()
         self._shutdown_grace = settings.grace_period
         self.db: ServerDatabase | None = None
+        #: Default base services, created once the database is open (see start()).
+        self.aetitles: SqliteAETitles | None = None
+        self.dicom_client: PynetdicomClient | None = None
+        self.archive: Archive | None = None
         self.services = ServiceRegistry()
+        self.observers = Observers(lambda: self.addins.hooks)
         self.addins = AddinManager(settings, self._addin_context, services=self.services)
         dispatcher = Dispatcher(
             lambda: self.addins.table, settings.handler_time_limit, self._resolve_ae
@@ -54,9 +63,11 @@ class Runtime:
             lambda: self.addins.table,
             AssociationTracker(),
             dispatcher,
-            Observers(lambda: self.addins.hooks),
+            self.observers,
         )
         self.control: ControlPlane | None = None
+        #: Held from startup to exit: one process per data directory (storage/lock.py).
+        self.data_lock = DataDirLock(settings.data_dir)
 
     def _addin_context(self, name: str, settings: Any) -> AddinContext:
         """The base services an add-in gets; the defaults until an add-in replaces one."""
@@ -77,6 +88,7 @@ class Runtime:
         from pacsd.server.control.grpc_server import ControlBindError
         from pacsd.server.dicom.listener import BindError
         from pacsd.server.storage.database import DatabaseError
+        from pacsd.server.storage.index.db import IndexUnavailable
 
         s = self.settings
         try:
@@ -86,12 +98,39 @@ class Runtime:
                 f"cannot create data directory {s.data_dir}: {exc.strerror}"
             ) from exc
         try:
+            self.data_lock.acquire()
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot lock {self.data_lock.path}: {exc.strerror}") from exc
+        try:
             self.db = ServerDatabase.open(s.data_dir)
+            self.aetitles = SqliteAETitles(self.db)
+            # The client resolves peers through whichever registry is in force, so an
+            # add-in that replaces "aetitles" redirects outgoing requests too.
+            self.dicom_client = PynetdicomClient(
+                CurrentAETitles(self.services),
+                s.ae_title,
+                acse_timeout=s.acse_timeout,
+                dimse_timeout=s.dimse_timeout,
+                network_timeout=s.network_timeout,
+                max_pdu_size=s.max_pdu_size,
+            )
+            self.services.set_default("aetitles", self.aetitles)
+            self.services.set_default("dicom_client", self.dicom_client)
+            self.archive = open_archive(s, self.observers.instance_stored)
+            self.services.set_default("storage", self.archive)
             self.addins.load_startup()
             self.control = ControlPlane(self)
             self.control_port = self.control.bind(s.control_host, s.control_port)
             self.listener.start()
-        except (DatabaseError, StartupAddinError, ControlBindError, BindError) as exc:
+        except (
+            DatabaseError,
+            IndexUnavailable,
+            StartupAddinError,
+            ControlBindError,
+            BindError,
+        ) as exc:
             self._close()
             raise StartupError(str(exc)) from exc
         self.control.start()
@@ -134,5 +173,9 @@ class Runtime:
         if self.control is not None:
             self.control.stop(1.0)
         self.addins.stop_all()
+        if self.archive is not None:
+            self.archive.close()
+            self.archive.index.db.close()
         if self.db is not None:
             self.db.close()
+        self.data_lock.release()

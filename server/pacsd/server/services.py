@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 #: The base services an add-in may replace.
-REPLACEABLE = ("aetitles", "dicom_client")
+REPLACEABLE = ("aetitles", "dicom_client", "storage")
 
 
 class ServiceConflict(Exception):

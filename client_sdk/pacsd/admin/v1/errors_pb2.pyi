@@ -23,6 +23,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AE_TITLE_NOT_FOUND: _ClassVar[ErrorReason]
     AE_TITLE_EXISTS: _ClassVar[ErrorReason]
     INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
+    INVALID_UID: _ClassVar[ErrorReason]
+    STORAGE_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INTERNAL_ERROR: ErrorReason
 INVALID_ARGUMENT: ErrorReason
@@ -40,3 +42,5 @@ COMMAND_FAILED: ErrorReason
 AE_TITLE_NOT_FOUND: ErrorReason
 AE_TITLE_EXISTS: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
+INVALID_UID: ErrorReason
+STORAGE_UNAVAILABLE: ErrorReason

@@ -10,7 +10,9 @@ from typing import Any
 import click
 from pacsd.client.cli._base import JSON, TABLE, CliContext, Seconds, exit_code, report
 from pacsd.client.cli.addin import COMMANDS as ADDIN_COMMANDS
+from pacsd.client.cli.ae import COMMANDS as AE_COMMANDS
 from pacsd.client.cli.server import COMMANDS
+from pacsd.client.cli.storage import COMMANDS as STORAGE_COMMANDS
 from pacsd.client.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT
 from pacsd.client.errors import PacsdError
 
@@ -85,7 +87,7 @@ def cli(ctx: click.Context, endpoint: str, write_out: str, timeout: float) -> No
     ctx.call_on_close(state.close)
 
 
-for _command in (*COMMANDS, *ADDIN_COMMANDS):
+for _command in (*COMMANDS, *ADDIN_COMMANDS, *AE_COMMANDS, *STORAGE_COMMANDS):
     cli.add_command(_command)
 
 

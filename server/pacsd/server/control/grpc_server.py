@@ -8,9 +8,21 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pacsd.admin.v1 import addins_pb2, addins_pb2_grpc, server_pb2, server_pb2_grpc
+from pacsd.admin.v1 import (
+    addins_pb2,
+    addins_pb2_grpc,
+    aetitles_pb2,
+    aetitles_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from pacsd.server.aetitles import CurrentAETitles
 from pacsd.server.control.addin_service import AddinServicer
+from pacsd.server.control.aetitle_service import AETitleServicer
 from pacsd.server.control.server_service import ServerServicer
+from pacsd.server.control.storage_service import StorageServicer
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -22,6 +34,8 @@ DICOM_HEALTH_SERVICE = "pacsd.dicom"
 SERVICE_NAMES = (
     server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
     addins_pb2.DESCRIPTOR.services_by_name["AddinService"].full_name,
+    aetitles_pb2.DESCRIPTOR.services_by_name["AETitleService"].full_name,
+    storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
 )
 
 
@@ -46,6 +60,15 @@ class ControlPlane:
         )
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
         addins_pb2_grpc.add_AddinServiceServicer_to_server(AddinServicer(runtime), self._server)
+        # The runtime creates its DICOM client with the database, before the control plane.
+        assert runtime.dicom_client is not None
+        aetitles_pb2_grpc.add_AETitleServiceServicer_to_server(
+            AETitleServicer(CurrentAETitles(runtime.services), runtime.dicom_client),
+            self._server,
+        )
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(
+            StorageServicer(runtime), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

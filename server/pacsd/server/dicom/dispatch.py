@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pacsd.addin import (
@@ -32,6 +33,7 @@ from pacsd.server import logcontext
 from pacsd.server.addins.record import HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
 from pacsd.server.dicom.associations import association_info
+from pacsd.server.dicom.spool import SpoolFile
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import (
@@ -141,13 +143,23 @@ class Dispatcher:
         if route is None:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)
         rq: Any = event.request
+        spooled: SpoolFile | None = getattr(rq, "_pacsd_spool", None)
+        if spooled is not None and spooled.error is not None:
+            # The disk refused the data as it arrived; nothing was kept.
+            log.error("C-STORE of %s answered 0xA700: %s", rq.AffectedSOPInstanceUID, spooled.error)
+            return int(Status.OUT_OF_RESOURCES)
+        if spooled is not None:
+            encoded: Callable[[], bytes] = lambda: _read_from(spooled.path, spooled.offset)  # noqa: E731
+        else:
+            encoded = lambda: event.encoded_dataset(include_meta=False)  # noqa: E731
         request = StoreRequest(
             **self._common(event, lambda: event.dataset),
             sop_instance_uid=str(rq.AffectedSOPInstanceUID or ""),
             move_originator_ae=str(rq.MoveOriginatorApplicationEntityTitle or "").strip(),
             move_originator_message_id=rq.MoveOriginatorMessageID,
-            _encoded=lambda: event.encoded_dataset(include_meta=False),
+            _encoded=encoded,
             _file_meta=lambda: event.file_meta,
+            dataset_path=spooled.path if spooled is not None else None,
         )
         try:
             return self._status(route, self._call(route, request))
@@ -299,6 +311,12 @@ def _move_contexts(route: Route) -> list[PresentationContext]:
         str(cx.abstract_syntax) for cx in StoragePresentationContexts
     )
     return [build_context(uid, list(sop.UNCOMPRESSED_TRANSFER_SYNTAXES)) for uid in uids[:128]]
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read()
 
 
 def _sticky_cancel(event: Event) -> Callable[[], bool]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from copy import deepcopy
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pacsd.server.addins.routing import RoutingTable
+from pacsd.server.dicom import spool
 from pacsd.server.dicom.associations import association_info
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
@@ -52,6 +53,7 @@ class AdmissionACSE(ACSE):
         rejection = self._admission(self.assoc)
         if rejection is None:
             self._apply_accepts()
+            self._prefer_requestor_syntaxes()
             super()._negotiate_as_acceptor()
             return
         self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
@@ -90,12 +92,49 @@ class AdmissionACSE(ACSE):
         self.acceptor.supported_contexts = kept
 
 
-class PacsdDIMSE(DIMSEServiceProvider):
-    """DIMSE provider that lets ``before_send`` hooks change a message before encoding."""
+    def _prefer_requestor_syntaxes(self) -> None:
+        """Accept the transfer syntax the peer prefers, not ours.
 
-    def __init__(self, assoc: Association, before_send: BeforeSend) -> None:
+        pynetdicom picks the first of the acceptor's syntaxes the requestor proposed;
+        an archive should keep what the sender has (no transcoding), so the syntaxes of
+        each requested abstract syntax are put in the requestor's order (first seen
+        across all its contexts for that abstract syntax). Only requested contexts are
+        copied; the shared list is not touched.
+        """
+        requested: dict[str, list[str]] = {}
+        for rq in self.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
+            order = requested.setdefault(str(rq.abstract_syntax), [])
+            order.extend(str(ts) for ts in rq.transfer_syntax if str(ts) not in order)
+        contexts = []
+        for cx in self.acceptor.supported_contexts:
+            preferred = requested.get(str(cx.abstract_syntax))
+            if preferred:
+                ours = [str(ts) for ts in cx.transfer_syntax]
+                ranked: list[Any] = [ts for ts in preferred if ts in ours]
+                ranked += [ts for ts in ours if ts not in preferred]
+                if ranked != ours:
+                    copy = PresentationContext()
+                    copy.abstract_syntax = cx.abstract_syntax
+                    copy.transfer_syntax = ranked
+                    copy.scu_role, copy.scp_role = cx.scu_role, cx.scp_role
+                    cx = copy
+            contexts.append(cx)
+        self.acceptor.supported_contexts = contexts
+
+
+class PacsdDIMSE(DIMSEServiceProvider):
+    """DIMSE provider that spools C-STORE datasets to disk as they arrive and lets
+    ``before_send`` hooks change a message before it is encoded."""
+
+    def __init__(self, assoc: Association, before_send: BeforeSend, spool_dir: Path) -> None:
         super().__init__(assoc)
         self._before_send = before_send
+        self._spool_dir = spool_dir
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            self.message = spool.new_message(self._spool_dir, str(self.assoc.requestor.ae_title))
+        super().receive_primitive(primitive)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         self._before_send(self.assoc, primitive)
@@ -112,9 +151,11 @@ class PacsdRequestHandler(RequestHandler):
         table = self.server.routing()
         assoc.pacsd_routes = table  # type: ignore[attr-defined]
         assoc.pacsd_id = self.server.new_association_id()  # type: ignore[attr-defined]
-        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts_for(table))
+        # Negotiation builds new context objects and never mutates these, so a shallow
+        # copy will do (pynetdicom deep-copies: 60-100 ms for a full storage list).
+        assoc.acceptor.supported_contexts = list(self.server.contexts_for(table))
         assoc.acse = AdmissionACSE(assoc, self.server.admission)
-        assoc.dimse = PacsdDIMSE(assoc, self.server.before_send)
+        assoc.dimse = PacsdDIMSE(assoc, self.server.before_send, self.server.spool_dir)
         return assoc
 
 
@@ -129,6 +170,7 @@ class PacsdAssociationServer(ThreadedAssociationServer):
     admission: AdmissionCheck
     new_association_id: Callable[[], str]
     before_send: BeforeSend
+    spool_dir: Path
 
     def configure(
         self,
@@ -136,7 +178,9 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         admission: AdmissionCheck,
         new_association_id: Callable[[], str],
         before_send: BeforeSend,
+        spool_dir: Path,
     ) -> None:
+        self.spool_dir = spool_dir
         self.routing = routing
         self.admission = admission
         self.new_association_id = new_association_id

@@ -17,6 +17,8 @@ from enum import StrEnum
 from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
+from pacsd.server.dicom import spool
+from pacsd.server.dicom.client import ClientAE
 from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.engine import (
     PacsdAssociationServer,
@@ -25,7 +27,7 @@ from pacsd.server.dicom.engine import (
 )
 from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
-from pynetdicom import AE, _config, evt
+from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
@@ -75,14 +77,18 @@ class DicomListener:
         self._server: PacsdAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._paused = False
+        #: Where incoming C-STORE datasets are written as they arrive.
+        self.spool_dir = settings.data_dir / "tmp"
         self.host = settings.dicom_host
         #: The port actually bound; keeps its value while stopped so start() rebinds it.
         self.port = settings.dicom_port
         self.ae = self._make_ae()
 
-    def _make_ae(self) -> AE:
+    def _make_ae(self) -> ClientAE:
         s = self._settings
-        ae = AE(ae_title=s.ae_title)
+        # ClientAE: the associations pynetdicom opens for C-MOVE sub-operations get
+        # TCP_NODELAY and the lost-response guard; accepted sockets are unaffected.
+        ae = ClientAE(ae_title=s.ae_title)
         ae.maximum_pdu_size = s.max_pdu_size
         ae.acse_timeout = s.acse_timeout
         ae.dimse_timeout = s.dimse_timeout
@@ -137,8 +143,13 @@ class DicomListener:
             except OSError as exc:
                 raise BindError(self.host, self.port, exc) from exc
             assert isinstance(server, PacsdAssociationServer)
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
             server.configure(
-                self._routing, self._admit, self.tracker.new_id, self._observers.before_send
+                self._routing,
+                self._admit,
+                self.tracker.new_id,
+                self._observers.before_send,
+                self.spool_dir,
             )
             self.ae._servers.append(server)  # AssociationServer.shutdown() removes it
             self.port = int(server.server_address[1])
@@ -231,6 +242,7 @@ class DicomListener:
         self._observers.aborted(event)
 
     def _on_closed(self, event: Event) -> None:
+        spool.discard_unfinished(getattr(event.assoc.dimse, "message", None))
         self.tracker.closed(event.assoc)
 
     def _on_dimse_recv(self, event: Event) -> None:

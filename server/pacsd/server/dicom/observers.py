@@ -88,6 +88,21 @@ class Observers:
         )
         self._fire(Hook.MESSAGE_SENT, association_info(event.assoc), view)
 
+    def instance_stored(self, req: Any, stored: Any) -> None:
+        """After an instance is durable and indexed (called by the storage service)."""
+        if not self._hooks().get(Hook.INSTANCE_STORED):
+            return
+        event = {
+            "sop_instance_uid": stored.sop_instance_uid,
+            "sop_class_uid": stored.sop_class_uid,
+            "study_instance_uid": stored.study_uid,
+            "series_instance_uid": stored.series_uid,
+            "transfer_syntax": stored.transfer_syntax,
+            "size": stored.size,
+            "path": str(stored.path),
+        }
+        self._fire(Hook.INSTANCE_STORED, req.association, event)
+
     def before_send(self, assoc: Association, primitive: Any) -> None:
         if not self._hooks().get(Hook.BEFORE_SEND):
             return

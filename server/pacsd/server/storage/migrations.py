@@ -30,6 +30,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "ae titles",
+        (
+            # The registry of known DICOM peers (pacsd.server.aetitles). AE titles are
+            # stored stripped; the CHECK repeats the port rule so a hand-edited row cannot
+            # hand a client an unusable port.
+            """
+            CREATE TABLE ae_titles (
+                ae_title    TEXT PRIMARY KEY,
+                host        TEXT NOT NULL,
+                port        INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+                description TEXT NOT NULL DEFAULT '',
+                created_at  TEXT NOT NULL,
+                updated_at  TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,204 @@
+"""``client.aetitles``: the SDK side of ``pacsd.admin.v1.AETitleService``.
+
+The AE title registry holds the DICOM peers a server knows (AE title, host, port,
+description); add-ins reach peers through it by AE title (C-MOVE destinations,
+forwarding). Changes are idempotent, like the server and add-in changes: creating an
+identical entry or deleting a missing one succeeds with ``changed=False``, so a
+configuration script can apply its desired state again and again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.protobuf import field_mask_pb2
+from pacsd.admin.v1 import aetitles_pb2, aetitles_pb2_grpc
+from pacsd.client.errors import InternalError, InvalidArgument
+
+if TYPE_CHECKING:
+    from pacsd.client.client import Client
+
+__all__ = ["AETitleChange", "AETitlesAPI"]
+
+#: Extra time the call's deadline allows beyond the C-ECHO's own wait: association
+#: setup and release around it, so the server's answer (and its reason) arrives.
+_ECHO_SLACK = 5.0
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class AETitleChange:
+    """Result of ``create`` or ``update``: the entry as stored after the call, and
+    whether the call changed anything."""
+
+    ae_title: aetitles_pb2.AETitle
+    changed: bool
+
+
+class AETitlesAPI:
+    """``pacsd.admin.v1.AETitleService``: the known peers of one server.
+
+    Errors carry the server's reason: ``NotFound``/AE_TITLE_NOT_FOUND for an unknown AE
+    title, ``AlreadyExists``/AE_TITLE_EXISTS when ``create`` meets an entry with other
+    values (metadata holds the existing ``host`` and ``port``), and
+    ``InvalidArgument``/INVALID_ARGUMENT with metadata "field" (``ae_title.host``,
+    ``ae_title.port``, ...) for values the server refuses.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = aetitles_pb2_grpc.AETitleServiceStub(client._channel)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def list(self, *, page_size: int = 0, timeout: float | None = None) -> _AETitleList:
+        """Every entry, sorted by AE title.
+
+        Follows ``next_page_token`` to the last page, so the result is complete;
+        ``page_size`` (0: the server's default) only sets how many come per call and
+        ``timeout`` applies to each call.
+        """
+        entries: _AETitleList = []
+        token = ""
+        seen: set[str] = set()
+        while True:
+            request = aetitles_pb2.ListAETitlesRequest(page_size=page_size, page_token=token)
+            response = self._client._call(self._stub.ListAETitles, request, timeout)
+            entries.extend(response.ae_titles)
+            token = response.next_page_token
+            if not token:
+                return entries
+            if token in seen:  # a server handing out the same page again would loop forever
+                raise InternalError(
+                    f"ListAETitles returned page token {token!r} twice",
+                    endpoint=self._client.endpoint,
+                )
+            seen.add(token)
+
+    def get(self, ae_title: str, *, timeout: float | None = None) -> aetitles_pb2.AETitle:
+        response = self._client._call(
+            self._stub.GetAETitle, aetitles_pb2.GetAETitleRequest(ae_title=ae_title), timeout
+        )
+        return response.ae_title
+
+    # -- changes -----------------------------------------------------------------------
+
+    def create(
+        self,
+        ae_title: str,
+        host: str,
+        port: int,
+        description: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> AETitleChange:
+        """Register a peer; ``changed`` is False when the identical entry existed.
+
+        An entry with the same AE title but other values is not overwritten: that
+        raises ``AlreadyExists`` (use ``update``).
+        """
+        entry = aetitles_pb2.AETitle(
+            ae_title=ae_title,
+            host=host,
+            port=_port(port),
+            description=description,
+        )
+        response = self._client._call(
+            self._stub.CreateAETitle, aetitles_pb2.CreateAETitleRequest(ae_title=entry), timeout
+        )
+        return AETitleChange(response.ae_title, response.changed)
+
+    def update(
+        self,
+        ae_title: str,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> AETitleChange:
+        """Change the fields given; the others keep their values.
+
+        ``changed`` is False when every given value was already stored. Giving no
+        field at all is refused (``InvalidArgument``), because an empty update mask
+        means "replace every field" to the server.
+        """
+        paths = []
+        entry = aetitles_pb2.AETitle(ae_title=ae_title)
+        if host is not None:
+            entry.host = host
+            paths.append("host")
+        if port is not None:
+            entry.port = _port(port)
+            paths.append("port")
+        if description is not None:
+            entry.description = description
+            paths.append("description")
+        if not paths:
+            raise InvalidArgument(
+                "give at least one of host, port, description to update",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "update_mask"},
+            )
+        request = aetitles_pb2.UpdateAETitleRequest(
+            ae_title=entry, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        )
+        response = self._client._call(self._stub.UpdateAETitle, request, timeout)
+        return AETitleChange(response.ae_title, response.changed)
+
+    def delete(self, ae_title: str, *, timeout: float | None = None) -> bool:
+        """Remove the entry; returns ``changed`` (False when there was none)."""
+        response = self._client._call(
+            self._stub.DeleteAETitle,
+            aetitles_pb2.DeleteAETitleRequest(ae_title=ae_title),
+            timeout,
+        )
+        return bool(response.changed)
+
+    # -- DICOM -------------------------------------------------------------------------
+
+    def echo(
+        self,
+        ae_title: str,
+        *,
+        peer_timeout: float | None = None,
+        timeout: float | None = None,
+    ) -> aetitles_pb2.EchoAETitleResponse:
+        """Have the *server* send a C-ECHO to the registered peer, and report how it went.
+
+        An unreachable or refusing peer is not an exception: the response says
+        ``success=False`` and ``error`` says why; only an unknown AE title raises
+        (``NotFound``). ``peer_timeout`` is how long the server waits for the peer
+        (None: what fits in the call's deadline); the call's own deadline is then
+        stretched to cover it.
+        """
+        request = aetitles_pb2.EchoAETitleRequest(ae_title=ae_title)
+        if peer_timeout is not None:
+            if not (math.isfinite(peer_timeout) and peer_timeout > 0):
+                raise InvalidArgument(
+                    f"peer_timeout must be a positive number of seconds, not {peer_timeout!r}",
+                    reason="INVALID_ARGUMENT",
+                    metadata={"field": "timeout"},
+                )
+            request.timeout = peer_timeout
+            deadline = self._client.timeout if timeout is None else timeout
+            timeout = max(deadline, peer_timeout + _ECHO_SLACK)
+        return self._client._call(self._stub.EchoAETitle, request, timeout)
+
+
+#: ``AETitlesAPI.list`` shadows the builtin inside the class body, so annotate through this.
+_AETitleList = list[aetitles_pb2.AETitle]
+
+
+def _port(port: int) -> int:
+    # Range checks are the server's (it names the field); a value protobuf cannot even
+    # carry in an int32 would otherwise escape as a ValueError/TypeError from protobuf.
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _INT32_MAX:
+        raise InvalidArgument(
+            f"port must be an integer between 1 and 65535, not {port!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "ae_title.port"},
+        )
+    return port

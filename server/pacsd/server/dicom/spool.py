@@ -1,0 +1,222 @@
+"""Receiving C-STORE datasets straight into a file, never whole in memory.
+
+pynetdicom assembles P-DATA fragments into a BytesIO (or, in its chunked mode, into a
+temporary file that a full disk turns into an exception on the network thread). pacsd
+swaps in ``SpoolingMessage``: a C-STORE-RQ's dataset fragments are appended to a Part 10
+file in the data directory's ``tmp/`` folder, on the same file system as the archive so
+that storing it is a rename. A write error (full disk, I/O error) does not break the
+association: the file is removed, the remaining fragments are drained, and the request
+reaches its handler with ``receive_error`` set, so the peer gets a proper 0xA700.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import struct
+from io import BytesIO
+from pathlib import Path
+from typing import Any, cast
+
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
+from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import P_DATA
+
+log = logging.getLogger("pacsd.core.spool")
+
+#: pacsd's implementation UID and version, written into the file meta it creates.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1425.1"
+IMPLEMENTATION_VERSION = "PACSD_01"
+
+_names = itertools.count(1)
+
+
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def _ui(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii", errors="replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def file_meta_bytes(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str = ""
+) -> bytes:
+    """Preamble, ``DICM`` and File Meta Information (PS3.10 7.1), Explicit VR LE.
+
+    Encoded by hand: building it with pydicom cost 0.6 ms per instance.
+    """
+    body = b"".join(
+        (
+            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, 0x0002, b"UI", _ui(sop_class_uid)),
+            _element(0x0002, 0x0003, b"UI", _ui(sop_instance_uid)),
+            _element(0x0002, 0x0010, b"UI", _ui(transfer_syntax)),
+            _element(0x0002, 0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
+            _element(0x0002, 0x0013, b"SH", _text(IMPLEMENTATION_VERSION)),
+            *((_element(0x0002, 0x0016, b"AE", _text(source_ae)),) if source_ae.strip() else ()),
+        )
+    )
+    group_length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+class SpoolFile:
+    """An append-only file that swallows write errors and remembers the first one.
+
+    Offers what pynetdicom expects of its temporary file (``name``, ``close``).
+    """
+
+    def __init__(self, path: Path, header: bytes) -> None:
+        self.name = str(path)
+        self.path = path
+        self.offset = len(header)
+        self.error: OSError | None = None
+        self._fh: Any = None
+        try:
+            self._fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - kept open across PDUs
+            self._fh.write(header)
+        except OSError as exc:
+            self._fail(exc)
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            self._fail(exc)
+
+    def finish(self) -> None:
+        """Flush buffered data so the file is complete on disk (not yet fsynced)."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def fileno(self) -> int:
+        return int(self._fh.fileno()) if self._fh is not None else -1
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+            log.error("cannot spool received dataset to %s: %s", self.path.name, exc)
+        self.discard()
+
+    def discard(self) -> None:
+        """Close and remove the file (a failed or abandoned transfer)."""
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot remove %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError as exc:
+                if self.error is None:
+                    self.error = exc
+
+
+class SpoolingMessage(DIMSEMessage):
+    """DIMSE message assembly that spools C-STORE datasets to ``spool_dir``.
+
+    pynetdicom changes a message's class once its command set is decoded; this class
+    swaps in a same-named subclass of the real message type that keeps this
+    ``decode_msg``, so pynetdicom's lookups by class name still work.
+    """
+
+    spool_dir: Path
+    source_ae: str = ""
+
+    def decode_msg(self, primitive: P_DATA, assoc: Any = None) -> bool:
+        if primitive.__class__ is not P_DATA:
+            return False
+        for context_id, data in primitive.presentation_data_value_list:
+            header = data[0]
+            if header & 1:  # command fragment
+                self.encoded_command_set.write(data[1:])
+                if header & 2:
+                    self.context_id = context_id
+                    self.command_set = decode(self.encoded_command_set, True, True)
+                    real = _MESSAGE_TYPES[cast(int, self.command_set.CommandField)][1]
+                    self.__class__ = _spooling_class(real)
+                    if self.command_set.CommandDataSetType == 0x0101:
+                        return True
+                    if issubclass(real, C_STORE_RQ):
+                        self._open_spool(assoc, context_id)
+            else:  # dataset fragment
+                spool = self._data_set_file
+                if spool is not None:
+                    spool.write(memoryview(data)[1:])  # type: ignore[arg-type]
+                else:
+                    cast(BytesIO, self.data_set).write(data[1:])
+                if header & 2:
+                    if spool is not None:
+                        cast(SpoolFile, spool).finish()
+                    return True
+        return False
+
+    def _open_spool(self, assoc: Any, context_id: int) -> None:
+        cs = self.command_set
+        cx = assoc._accepted_cx[context_id]
+        header = file_meta_bytes(
+            str(cs.AffectedSOPClassUID),
+            str(cs.AffectedSOPInstanceUID),
+            str(cx.transfer_syntax[0]),
+            self.source_ae,
+        )
+        path = self.spool_dir / f"rx-{os.getpid()}-{next(_names)}.part"
+        spool = SpoolFile(path, header)
+        self._data_set_file = spool  # type: ignore[assignment]
+        self._data_set_path = path
+
+    def message_to_primitive(self) -> Any:
+        primitive = super().message_to_primitive()
+        spool = self._data_set_file
+        if isinstance(spool, SpoolFile):
+            primitive._pacsd_spool = spool
+        return primitive
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _spooling_class(real: type) -> type:
+    cls = _CLASSES.get(real)
+    if cls is None:
+        cls = _CLASSES[real] = type(real.__name__, (SpoolingMessage, real), {})
+    return cls
+
+
+def new_message(spool_dir: Path, source_ae: str) -> SpoolingMessage:
+    # DIMSEMessage.__init__ keys on the class name, so build a plain one and re-class it.
+    msg = DIMSEMessage()
+    msg.__class__ = SpoolingMessage
+    msg = cast(SpoolingMessage, msg)
+    msg.spool_dir = spool_dir
+    msg.source_ae = source_ae
+    return msg
+
+
+def discard_unfinished(message: Any) -> None:
+    """Remove the spool file of a message whose transfer never completed (abort)."""
+    spool = getattr(message, "_data_set_file", None)
+    if isinstance(spool, SpoolFile):
+        spool.discard()

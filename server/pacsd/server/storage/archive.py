@@ -1,0 +1,252 @@
+"""The default storage service: blob store + index + group commit.
+
+``store`` is the C-STORE path: validate, refuse a dataset that disagrees with its
+command, make the file durable under its final name, commit the index row (batched
+with others), and only then report success. Any failure before that leaves neither a
+file nor a row behind and answers 0xA700 (out of resources) or 0xA900/0xC000.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pacsd.addin import Status, StoreRequest
+from pacsd.addin.storage import OnDuplicate, QueryModel, StoredInstanceInfo, StoreOutcome
+from pacsd.server.dicom import spool
+from pacsd.server.storage.attributes import UnreadableInstance, read_instance
+from pacsd.server.storage.blobs import BlobStore
+from pacsd.server.storage.group_commit import GroupCommitter
+from pacsd.server.storage.index.repository import Index, StoredInstance
+from pacsd.server.storage.uids import is_valid_uid
+from pydicom.dataset import Dataset
+
+log = logging.getLogger("pacsd.core.storage")
+
+#: PS3.7 C.4.2.1.4 / Annex C: failure statuses the archive answers.
+DUPLICATE_SOP_INSTANCE = 0x0111
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+def info(row: StoredInstance) -> StoredInstanceInfo:
+    return StoredInstanceInfo(
+        row.sop_instance_uid,
+        row.sop_class_uid,
+        row.transfer_syntax,
+        Path(row.path),
+        row.size,
+        row.study_uid,
+        row.series_uid,
+    )
+
+
+class Archive:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        index: Index,
+        on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None,
+    ) -> None:
+        self.blobs = blobs
+        self.index = index
+        self.committer = GroupCommitter(index.add)
+        self._on_stored = on_stored
+
+    def close(self) -> None:
+        self.committer.close()
+
+    # -- C-STORE --------------------------------------------------------------------
+
+    def store(
+        self, req: StoreRequest, on_duplicate: OnDuplicate = OnDuplicate.OVERWRITE
+    ) -> StoreOutcome:
+        uid = req.sop_instance_uid
+        if not is_valid_uid(uid) or not is_valid_uid(req.sop_class_uid):
+            log.warning("C-STORE refused: invalid SOP Instance/Class UID %r", uid)
+            return StoreOutcome(DATASET_DOES_NOT_MATCH, "invalid SOP Instance or Class UID")
+        tmp = self._temp_file(req)
+        if isinstance(tmp, StoreOutcome):
+            return tmp
+        try:
+            return self._store_file(req, tmp, on_duplicate)
+        finally:
+            tmp.unlink(missing_ok=True)  # a no-op once renamed into place
+
+    def _temp_file(self, req: StoreRequest) -> Path | StoreOutcome:
+        if req.dataset_path is not None:
+            return req.dataset_path
+        try:  # the dataset arrived in memory (engine without spooling)
+            header = spool.file_meta_bytes(
+                req.sop_class_uid,
+                req.sop_instance_uid,
+                req.transfer_syntax,
+                req.association.calling_ae,
+            )
+            return self.blobs.write_temp(header + req.encoded())
+        except OSError as exc:
+            log.error("C-STORE of %s: cannot write: %s", req.sop_instance_uid, exc)
+            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {exc.strerror}")
+
+    def _store_file(self, req: StoreRequest, tmp: Path, on_duplicate: OnDuplicate) -> StoreOutcome:
+        uid = req.sop_instance_uid
+        try:
+            record = read_instance(tmp)
+        except UnreadableInstance as exc:
+            log.warning("C-STORE of %s refused: %s", uid, exc)
+            return StoreOutcome(CANNOT_UNDERSTAND, str(exc)[:64])
+        except OSError as exc:
+            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot read back: {exc.strerror}")
+        if record.sop_instance_uid != uid or record.sop_class_uid != req.sop_class_uid:
+            log.warning(
+                "C-STORE refused: dataset %s/%s disagrees with command %s/%s",
+                record.sop_class_uid,
+                record.sop_instance_uid,
+                req.sop_class_uid,
+                uid,
+            )
+            return StoreOutcome(DATASET_DOES_NOT_MATCH, "dataset UIDs differ from the command")
+        if on_duplicate is not OnDuplicate.OVERWRITE and self.index.instance(uid) is not None:
+            if on_duplicate is OnDuplicate.REJECT:
+                return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
+            return StoreOutcome(Status.SUCCESS, "duplicate kept")
+        try:
+            final = self.blobs.commit(tmp, uid)
+        except OSError as exc:
+            log.error("C-STORE of %s: cannot store: %s", uid, exc)
+            why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
+        record.path = str(final)
+        try:
+            self.committer.add(record)
+        except Exception as exc:
+            log.error("C-STORE of %s: index commit failed: %s", uid, exc)
+            self.blobs.delete(final)
+            return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
+        if self._on_stored is not None:
+            stored = StoredInstanceInfo(
+                uid,
+                record.sop_class_uid,
+                record.transfer_syntax,
+                final,
+                record.size,
+                record.study_uid,
+                record.series_uid,
+            )
+            self._on_stored(req, stored)
+        return StoreOutcome(Status.SUCCESS)
+
+    # -- query and retrieve ---------------------------------------------------------
+
+    def find(
+        self,
+        model: QueryModel,
+        identifier: Dataset,
+        *,
+        limit: int = 0,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Dataset]:
+        from pacsd.server.storage import query
+
+        return query.find(self.index, model, identifier, limit=limit, cancelled=cancelled)
+
+    def matching_instances(
+        self, model: QueryModel, identifier: Dataset
+    ) -> list[StoredInstanceInfo]:
+        from pacsd.server.storage import query
+
+        return [info(row) for row in query.match_instances(self.index, model, identifier)]
+
+    def instance(self, sop_instance_uid: str) -> StoredInstanceInfo | None:
+        if not is_valid_uid(sop_instance_uid):
+            return None
+        row = self.index.instance(sop_instance_uid)
+        return None if row is None else info(row)
+
+    # -- administration ---------------------------------------------------------------
+
+    def delete(self, level: str, uid: str) -> list[StoredInstanceInfo]:
+        """Delete a study, series or instance: files first, then rows (crash-safe)."""
+        if not is_valid_uid(uid):
+            raise ValueError(f"invalid UID {uid!r}")
+        doomed = self.index.instances_of(level, uid)
+        for row in doomed:
+            self.blobs.delete(Path(row.path))
+        if doomed:
+            self.index.remove_instances([row.sop_instance_uid for row in doomed])
+        return [info(row) for row in doomed]
+
+    def reconcile(self) -> dict[str, Any]:
+        """Make the index and the files agree after a crash (run at startup).
+
+        Files without rows were renamed into place but not yet committed: they are
+        complete (the rename came after fsync), so they are indexed. Rows without files
+        were being deleted: they go. Leftover temporary files go.
+        """
+        removed_tmp = self.blobs.clean_tmp()
+        known = self.index.all_paths()
+        on_disk = {p.stem: p for p in self.blobs.files()}
+        missing = [uid for uid, path in known.items() if uid not in on_disk]
+        if missing:
+            self.index.remove_instances(missing)
+        adopted = bad = 0
+        for uid, path in on_disk.items():
+            if uid in known:
+                continue
+            try:
+                record = read_instance(path)
+            except UnreadableInstance as exc:
+                log.error("unreadable file %s removed during reconciliation: %s", path, exc)
+                self.blobs.delete(path)
+                bad += 1
+                continue
+            record.path = str(path)
+            self.index.add([record])
+            adopted += 1
+        summary = {
+            "indexed": adopted,
+            "dropped_rows": len(missing),
+            "removed_tmp": removed_tmp,
+            "removed_unreadable": bad,
+        }
+        if adopted or missing or bad:
+            log.warning("index reconciled with the files: %s", summary)
+        return summary
+
+    def rebuild(self) -> int:
+        """Re-index every file from scratch (``pacsd index rebuild``)."""
+        known = list(self.index.all_paths())
+        if known:
+            self.index.remove_instances(known)
+        count = 0
+        for path in self.blobs.files():
+            try:
+                record = read_instance(path)
+            except UnreadableInstance as exc:
+                log.error("skipping unreadable %s: %s", path, exc)
+                continue
+            record.path = str(path)
+            self.index.add([record])
+            count += 1
+        return count
+
+
+def open_archive(
+    settings: Any, on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None
+) -> Archive:
+    """Open the blob store and index of ``settings`` and reconcile them (startup)."""
+    from pacsd.server.storage.index.db import open_index_db
+
+    blobs = BlobStore(settings.data_dir)
+    index = Index(open_index_db(settings.index_url, settings.data_dir))
+    archive = Archive(blobs, index, on_stored)
+    try:
+        archive.reconcile()
+    except Exception:
+        archive.close()
+        index.db.close()
+        raise
+    return archive

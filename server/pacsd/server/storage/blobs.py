@@ -1,0 +1,96 @@
+"""The blob store: instance files under ``DATA_DIR/blobs``, written atomically.
+
+A file reaches its final name only by ``rename`` after ``fsync``, and the directory is
+fsynced after the rename, so after a crash a final name always holds a complete
+instance. Paths derive from the (validated) SOP Instance UID, spread over 4096
+folders by a hash so that no folder grows huge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from pacsd.server.storage.uids import require_uid
+
+log = logging.getLogger("pacsd.core.storage")
+
+
+class BlobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = (data_dir / "blobs").resolve()
+        self.tmp = (data_dir / "tmp").resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sop_instance_uid: str) -> Path:
+        uid = require_uid(sop_instance_uid, "SOP Instance UID")
+        bucket = hashlib.sha1(uid.encode(), usedforsecurity=False).hexdigest()[:3]
+        path = self.root / bucket / f"{uid}.dcm"
+        # Belt and braces: a validated UID cannot escape, but never write outside root.
+        if path.parent.parent != self.root:
+            raise ValueError(f"refusing path outside the blob store: {path}")
+        return path
+
+    def commit(self, tmp_path: Path, sop_instance_uid: str) -> Path:
+        """Make a complete temporary file durable under its final name (replacing any)."""
+        final = self.path_for(sop_instance_uid)
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp_path, final)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.root)
+            os.rename(tmp_path, final)
+        _fsync_dir(final.parent)
+        return final
+
+    def write_temp(self, data: bytes) -> Path:
+        """Write bytes to a new temporary file (for datasets that arrived in memory)."""
+        path = self.tmp / f"w-{os.getpid()}-{os.urandom(6).hex()}.part"
+        try:
+            with path.open("wb") as fh:
+                fh.write(data)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def delete(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def files(self) -> Iterator[Path]:
+        """Every instance file, for reconciliation and rebuilds."""
+        for bucket in sorted(self.root.iterdir()):
+            if bucket.is_dir():
+                yield from sorted(bucket.glob("*.dcm"))
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of transfers that never completed; returns how many."""
+        removed = 0
+        for leftover in self.tmp.glob("*.part"):
+            try:
+                leftover.unlink()
+                removed += 1
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", leftover, exc)
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

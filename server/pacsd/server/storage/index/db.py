@@ -1,0 +1,209 @@
+"""Connections to the index database: SQLite (embedded default) or PostgreSQL.
+
+SQL is written once with ``?`` placeholders and run on either engine; PostgreSQL gets
+them rewritten to ``%s``. Values are always bound parameters, never spliced into text.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a
+crash or power loss, which is what lets a C-STORE be answered only after commit. Writes
+go through one connection under a lock (SQLite has one writer anyway); reads use one
+connection per thread, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pacsd.server.storage.index.schema import INDEX_MIGRATIONS, LATEST_INDEX_VERSION, PK
+
+
+class IndexUnavailable(Exception):
+    """The index cannot be opened, migrated or written; the message is for operators."""
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn:
+    """A connection in use, with placeholder translation for the dialect."""
+
+    def __init__(self, raw: Any, dialect: str) -> None:
+        self.raw = raw
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        return self.raw.execute(sql, tuple(params))
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.execute(sql, params).fetchall())
+
+
+class IndexDB:
+    """Opened with :func:`open_index_db`; use ``write()`` and ``read()`` contexts."""
+
+    dialect: str
+
+    @contextmanager
+    def write(self) -> Iterator[Conn]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def read(self) -> Iterator[Conn]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version in force."""
+        with self.write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS index_migrations ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        current = self.version()
+        if current > LATEST_INDEX_VERSION:
+            raise IndexUnavailable(
+                f"index schema version {current} is newer than this pacsd supports "
+                f"({LATEST_INDEX_VERSION}); upgrade pacsd"
+            )
+        for migration in INDEX_MIGRATIONS:
+            if migration.version <= current:
+                continue
+            with self.write() as conn:
+                for statement in migration.statements:
+                    conn.execute(statement.format(pk=PK[self.dialect]))
+                conn.execute(
+                    "INSERT INTO index_migrations (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, datetime.now(UTC).isoformat()),
+                )
+        return self.version()
+
+    def version(self) -> int:
+        with self.read() as conn:
+            row = conn.one("SELECT COALESCE(MAX(version), 0) FROM index_migrations")
+        return int(row[0])
+
+
+class SqliteIndexDB(IndexDB):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"cannot open index {path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-65536")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Conn]:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Conn(conn, self.dialect)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Conn]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        yield Conn(conn, self.dialect)
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                with suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
+
+
+class PostgresIndexDB(IndexDB):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, max_connections: int = 16) -> None:
+        try:
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - dependency is declared
+            raise IndexUnavailable("PostgreSQL index needs psycopg and psycopg-pool") from exc
+        self.url = url
+        try:
+            self._pool = ConnectionPool(
+                url, min_size=1, max_size=max_connections, open=True, timeout=30
+            )
+            self._pool.wait(timeout=15)
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot connect to the PostgreSQL index: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Conn]:
+        with self._pool.connection() as raw, raw.transaction():
+            yield Conn(raw, self.dialect)
+
+    @contextmanager
+    def read(self) -> Iterator[Conn]:
+        with self._pool.connection() as raw:
+            raw.autocommit = True
+            try:
+                yield Conn(raw, self.dialect)
+            finally:
+                raw.autocommit = False
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_index_db(index_url: str, data_dir: Path) -> IndexDB:
+    """``index_url``: empty for ``DATA_DIR/index.db``, ``sqlite:///path`` or ``postgresql://``."""
+    if index_url.startswith(("postgresql://", "postgres://")):
+        db: IndexDB = PostgresIndexDB(index_url)
+    elif index_url.startswith("sqlite:///"):
+        db = SqliteIndexDB(Path(index_url.removeprefix("sqlite:///")))
+    elif not index_url:
+        db = SqliteIndexDB(data_dir / "index.db")
+    else:
+        raise IndexUnavailable(f"index_url {index_url!r}: use postgresql://... or sqlite:///path")
+    try:
+        db.migrate()
+    except IndexUnavailable:
+        db.close()
+        raise
+    except Exception as exc:
+        db.close()
+        raise IndexUnavailable(f"cannot migrate the index: {exc}") from exc
+    return db

@@ -1,0 +1,321 @@
+"""The index's operations: add instances (in batches), look up, count, list, delete.
+
+Everything runs on an ``IndexDB`` (SQLite or PostgreSQL) with bound parameters. Parents
+(patient, study, series) are upserted with each instance, latest values winning, and
+removed when their last child goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pacsd.server.storage.attributes import InstanceRecord, dumps
+from pacsd.server.storage.index.db import Conn, IndexDB
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    path: str
+    size: int
+    study_uid: str
+    series_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StudySummary:
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    study_description: str
+    accession_number: str
+    modalities: tuple[str, ...]
+    series: int
+    instances: int
+    bytes: int
+
+
+_INSTANCE_COLUMNS = (
+    "i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, "
+    "st.study_uid, se.series_uid"
+)
+_INSTANCE_JOIN = (
+    "FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk"
+)
+
+
+def _stored(row: Sequence[Any]) -> StoredInstance:
+    return StoredInstance(
+        str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), str(row[5]), str(row[6])
+    )
+
+
+class Index:
+    def __init__(self, db: IndexDB) -> None:
+        self.db = db
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    # -- writing --------------------------------------------------------------------
+
+    def add(self, records: Sequence[InstanceRecord]) -> None:
+        """Insert or replace instances, all in one transaction (one commit, one fsync)."""
+        with self.db.write() as conn:
+            for record in records:
+                self._upsert(conn, record)
+
+    def _upsert(self, conn: Conn, r: InstanceRecord) -> None:
+        (patient_fk,) = conn.one(
+            """INSERT INTO patients (patient_id, patient_name, patient_name_lc, birth_date, sex,
+                   attrs)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (patient_id) DO UPDATE SET
+                   patient_name = excluded.patient_name,
+                   patient_name_lc = excluded.patient_name_lc,
+                   birth_date = excluded.birth_date, sex = excluded.sex, attrs = excluded.attrs
+               RETURNING id""",
+            (
+                r.patient_id,
+                r.patient_name,
+                r.patient_name.lower(),
+                r.birth_date,
+                r.sex,
+                dumps(r.patient_attrs),
+            ),
+        )
+        (study_fk,) = conn.one(
+            """INSERT INTO studies (patient_fk, study_uid, study_date, study_time,
+                   accession_number, study_id, study_description, referring_physician,
+                   referring_physician_lc, attrs)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (study_uid) DO UPDATE SET
+                   patient_fk = excluded.patient_fk, study_date = excluded.study_date,
+                   study_time = excluded.study_time,
+                   accession_number = excluded.accession_number, study_id = excluded.study_id,
+                   study_description = excluded.study_description,
+                   referring_physician = excluded.referring_physician,
+                   referring_physician_lc = excluded.referring_physician_lc,
+                   attrs = excluded.attrs
+               RETURNING id""",
+            (
+                patient_fk,
+                r.study_uid,
+                r.study_date,
+                r.study_time,
+                r.accession_number,
+                r.study_id,
+                r.study_description,
+                r.referring_physician,
+                r.referring_physician.lower(),
+                dumps(r.study_attrs),
+            ),
+        )
+        (series_fk,) = conn.one(
+            """INSERT INTO series (study_fk, series_uid, modality, series_number,
+                   series_description, series_date, body_part, attrs)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (series_uid) DO UPDATE SET
+                   study_fk = excluded.study_fk, modality = excluded.modality,
+                   series_number = excluded.series_number,
+                   series_description = excluded.series_description,
+                   series_date = excluded.series_date, body_part = excluded.body_part,
+                   attrs = excluded.attrs
+               RETURNING id""",
+            (
+                study_fk,
+                r.series_uid,
+                r.modality,
+                r.series_number,
+                r.series_description,
+                r.series_date,
+                r.body_part,
+                dumps(r.series_attrs),
+            ),
+        )
+        conn.execute(
+            """INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid,
+                   instance_number, transfer_syntax, path, size, stored_at, attrs)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (sop_instance_uid) DO UPDATE SET
+                   series_fk = excluded.series_fk, sop_class_uid = excluded.sop_class_uid,
+                   instance_number = excluded.instance_number,
+                   transfer_syntax = excluded.transfer_syntax, path = excluded.path,
+                   size = excluded.size, stored_at = excluded.stored_at, attrs = excluded.attrs""",
+            (
+                series_fk,
+                r.sop_instance_uid,
+                r.sop_class_uid,
+                r.instance_number,
+                r.transfer_syntax,
+                r.path,
+                r.size,
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+                dumps(r.instance_attrs),
+            ),
+        )
+
+    # -- reading --------------------------------------------------------------------
+
+    def instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        with self.db.read() as conn:
+            row = conn.one(
+                f"SELECT {_INSTANCE_COLUMNS} {_INSTANCE_JOIN} WHERE i.sop_instance_uid = ?",
+                (sop_instance_uid,),
+            )
+        return None if row is None else _stored(row)
+
+    def instances_of(self, level: str, uid: str) -> list[StoredInstance]:
+        """Instances of a study, series or single instance, in series and number order."""
+        column = {
+            "study": "st.study_uid",
+            "series": "se.series_uid",
+            "instance": "i.sop_instance_uid",
+        }[level]
+        with self.db.read() as conn:
+            rows = conn.all(
+                f"SELECT {_INSTANCE_COLUMNS} {_INSTANCE_JOIN} WHERE {column} = ? "
+                "ORDER BY se.id, i.id",
+                (uid,),
+            )
+        return [_stored(r) for r in rows]
+
+    def all_paths(self) -> dict[str, str]:
+        """SOP Instance UID -> path, for reconciling the index with the files."""
+        with self.db.read() as conn:
+            return {
+                str(uid): str(path)
+                for uid, path in conn.all("SELECT sop_instance_uid, path FROM instances")
+            }
+
+    def counts(self) -> Counts:
+        with self.db.read() as conn:
+            row = conn.one(
+                "SELECT (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies), "
+                "(SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), "
+                "(SELECT COALESCE(SUM(size), 0) FROM instances)"
+            )
+        return Counts(*(int(v) for v in row))
+
+    def studies(
+        self,
+        patient_id: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        modality: str = "",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[StudySummary], int]:
+        """A page of studies (newest first) matching the filters, and the total count."""
+        where, params = ["1 = 1"], []
+        if patient_id:
+            where.append("p.patient_id = ?")
+            params.append(patient_id)
+        if date_from:
+            where.append("st.study_date >= ?")
+            params.append(date_from)
+        if date_to:
+            where.append("st.study_date <= ?")
+            params.append(date_to)
+        if modality:
+            where.append(
+                "EXISTS (SELECT 1 FROM series m WHERE m.study_fk = st.id AND m.modality = ?)"
+            )
+            params.append(modality)
+        clause = " AND ".join(where)
+        base = f"FROM studies st JOIN patients p ON p.id = st.patient_fk WHERE {clause}"
+        with self.db.read() as conn:
+            (total,) = conn.one(f"SELECT COUNT(*) {base}", params)
+            rows = conn.all(
+                f"""SELECT st.id, st.study_uid, p.patient_id, p.patient_name, st.study_date,
+                        st.study_description, st.accession_number
+                    {base} ORDER BY st.study_date DESC, st.id DESC LIMIT ? OFFSET ?""",
+                [*params, limit, offset],
+            )
+            result = []
+            for row in rows:
+                stats = conn.one(
+                    "SELECT COUNT(DISTINCT se.id), COUNT(i.id), COALESCE(SUM(i.size), 0) "
+                    "FROM series se LEFT JOIN instances i ON i.series_fk = se.id "
+                    "WHERE se.study_fk = ?",
+                    (row[0],),
+                )
+                modalities = conn.all(
+                    "SELECT DISTINCT modality FROM series WHERE study_fk = ? ORDER BY modality",
+                    (row[0],),
+                )
+                result.append(
+                    StudySummary(
+                        str(row[1]),
+                        str(row[2]),
+                        str(row[3]),
+                        str(row[4]),
+                        str(row[5]),
+                        str(row[6]),
+                        tuple(str(m[0]) for m in modalities if m[0]),
+                        int(stats[0]),
+                        int(stats[1]),
+                        int(stats[2]),
+                    )
+                )
+        return result, int(total)
+
+    # -- deleting -------------------------------------------------------------------
+
+    def remove(self, level: str, uid: str) -> list[StoredInstance]:
+        """Delete a study, series or instance (and emptied parents); returns what went."""
+        doomed = self.instances_of(level, uid)
+        if doomed:
+            self.remove_instances([d.sop_instance_uid for d in doomed])
+        return doomed
+
+    def remove_instances(self, sop_instance_uids: Sequence[str]) -> None:
+        """Delete instances and the series, studies and patients they leave empty."""
+        with self.db.write() as conn:
+            series_fks: set[int] = set()
+            for uid in sop_instance_uids:
+                row = conn.one(
+                    "DELETE FROM instances WHERE sop_instance_uid = ? RETURNING series_fk", (uid,)
+                )
+                if row is not None:
+                    series_fks.add(int(row[0]))
+            study_fks = self._drop_empty(
+                conn, "series", "study_fk", series_fks, "instances", "series_fk"
+            )
+            patient_fks = self._drop_empty(
+                conn, "studies", "patient_fk", study_fks, "series", "study_fk"
+            )
+            self._drop_empty(conn, "patients", "", patient_fks, "studies", "patient_fk")
+
+    @staticmethod
+    def _drop_empty(
+        conn: Conn, table: str, parent_col: str, ids: set[int], child: str, child_fk: str
+    ) -> set[int]:
+        """Delete rows of ``table`` among ``ids`` with no ``child`` rows; their parents."""
+        parents: set[int] = set()
+        for row_id in ids:
+            if conn.one(f"SELECT 1 FROM {child} WHERE {child_fk} = ? LIMIT 1", (row_id,)):
+                continue
+            if not parent_col:
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+                continue
+            row = conn.one(f"DELETE FROM {table} WHERE id = ? RETURNING {parent_col}", (row_id,))
+            if row is not None:
+                parents.add(int(row[0]))
+        return parents
