@@ -747,3 +747,26 @@ def test_compressed_instances_keep_their_transfer_syntax(
         assert transfer_syntax(corpus.files[sop]) == syntax
         assert transfer_syntax(path) == syntax
         assert dataset_bytes(path) == dataset_bytes(corpus.files[sop])
+
+
+@pytest.mark.parametrize(("study", "syntax"), [(9, JPEGLosslessSV1), (10, RLELossless)])
+def test_move_sends_compressed_instances_compressed(
+    server: RunningServer, corpus: Corpus, tmp_path: Path, study: int, syntax: str
+) -> None:
+    """The handler announces the stored (SOP class, transfer syntax) pairs, so the
+    destination is offered the compressed syntax and nothing is transcoded."""
+    with storescp(tmp_path, "+xa") as scp:
+        destination = f"ALL{scp.port}"
+        register(server, destination, scp.port)
+        moved = retrieve(
+            "movescu",
+            server,
+            {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid(study)},
+            "-aem",
+            destination,
+        )
+        assert moved.status == 0x0000, moved.output
+        for sop in corpus.studies[study]:
+            received = scp.file_for(sop)
+            assert transfer_syntax(received) == syntax
+            assert dataset_bytes(received) == dataset_bytes(corpus.files[sop])

@@ -142,7 +142,8 @@ class QueryRetrieveAddin(Addin):
         except DimseFailure as exc:
             self._refused("C-MOVE" if isinstance(req, MoveRequest) else "C-GET", req, exc)
             raise
-        yield len(instances)
+        # The pairs let pacsd propose each stored transfer syntax to a C-MOVE destination.
+        yield len(instances), sorted({(i.sop_class_uid, i.transfer_syntax) for i in instances})
         for instance in instances:
             if req.is_cancelled():
                 return

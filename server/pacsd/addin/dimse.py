@@ -16,7 +16,10 @@ decorator          request                returns
 ``c_get``          ``GetRequest``         yields the number of sub-operations, then
                                           the datasets to send
 ``c_move``         ``MoveRequest``        same as ``c_get``; pacsd opens the association
-                                          to the destination from the AE registry
+                                          to the destination from the AE registry. The
+                                          count may be yielded as ``(count, pairs)``
+                                          with the (SOP class, transfer syntax) pairs
+                                          the datasets use, so each is proposed
 ``n_*``            ``NRequest``           a status, or ``(status, dataset)``
 =================  =====================  ==============================================
 

@@ -79,6 +79,8 @@ class RoutingTable:
         """Storage SOP classes C-GET handlers send back -> transfer syntaxes (role reversal)."""
         offered: dict[str, list[str]] = {}
         for route in self.routes.values():
+            if route.spec.service is not Service.C_GET:
+                continue  # C-MOVE sub-operations go to another AE, not back to this peer
             for uid in route.spec.sub_operation_sop_classes:
                 syntaxes = offered.setdefault(uid, [])
                 syntaxes.extend(ts for ts in route.spec.transfer_syntaxes if ts not in syntaxes)

@@ -12,7 +12,7 @@ status, and both are logged and counted against the add-in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ class Dispatcher:
     def _failure(self, route: Route, exc: BaseException) -> int:
         service = route.spec.service
         if isinstance(exc, DimseFailure):
-            return exc.status
+            return _with_comment(exc.status, exc.comment)
         if isinstance(exc, HandlerTimeout):
             log.error("%s; answered %s with a failure", exc, service)
         else:
@@ -232,7 +232,11 @@ class Dispatcher:
             yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
             return
         request = GetRequest(**self._common(event, lambda: event.identifier), level=_level(event))
-        yield from self._pending(route, event, request, expect_count=True)
+        results = self._pending(route, event, request, expect_count=True)
+        first = next(results)
+        # The sub-operations reuse this association's contexts; announced pairs are moot.
+        yield first[0] if isinstance(first, tuple) and isinstance(first[1], list) else first
+        yield from results
 
     def handle_move(self, event: Event) -> Iterator[Any]:
         route = self._route(event, Service.C_MOVE)
@@ -254,8 +258,21 @@ class Dispatcher:
             destination_ae=destination_ae,
             destination=destination,
         )
+        # pynetdicom wants the destination (with the contexts to propose to it) before the
+        # count; the handler's first result may name the (SOP class, transfer syntax)
+        # pairs its sub-operations need, so take that first and yield in pynetdicom's order.
+        results = self._pending(route, event, request, expect_count=True)
+        first = next(results)
+        if isinstance(first, tuple) and len(first) == 2 and first[0] is not None:
+            count, pairs = first
+            if isinstance(pairs, list | tuple) and not isinstance(count, tuple):
+                yield destination.host, destination.port, {"contexts": _move_contexts(route, pairs)}
+                yield count
+                yield from results
+                return
         yield destination.host, destination.port, {"contexts": _move_contexts(route)}
-        yield from self._pending(route, event, request, expect_count=True)
+        yield first
+        yield from results
 
     def _pending(
         self, route: Route, event: Event, request: Any, expect_count: bool
@@ -287,14 +304,18 @@ class Dispatcher:
                 return
             if expect_count and first:
                 first = False
+                pairs: Any = None
+                if isinstance(item, tuple) and len(item) == 2:  # (count, [(sop, ts), ...])
+                    item, pairs = item
                 try:
-                    yield int(item)
+                    count = int(item)
                 except (TypeError, ValueError):
                     log.error(
                         "add-in %s must first yield the number of sub-operations", route.addin
                     )
                     yield 0
                     return
+                yield (count, list(pairs)) if pairs is not None else count
                 continue
             first = False
             if isinstance(item, tuple):
@@ -305,12 +326,45 @@ class Dispatcher:
             yield 0  # no matches: zero sub-operations
 
 
-def _move_contexts(route: Route) -> list[PresentationContext]:
-    """What the sub-operation association proposes to the C-MOVE destination."""
+def _move_contexts(
+    route: Route, pairs: Iterable[tuple[str, str]] | None = None
+) -> list[PresentationContext]:
+    """What the sub-operation association proposes to the C-MOVE destination.
+
+    With the (SOP class, transfer syntax) pairs the handler announced, one context per
+    pair (so compressed instances go out compressed), each also offering the
+    uncompressed syntaxes; otherwise the handler's (or the 120 most common) storage SOP
+    classes, uncompressed. At most 128 contexts fit in an association.
+    """
+    uncompressed = list(sop.UNCOMPRESSED_TRANSFER_SYNTAXES)
+    if pairs:
+        contexts: list[PresentationContext] = []
+        seen: set[tuple[str, str]] = set()
+        for sop_class, syntax in pairs:
+            key = (str(sop_class), str(syntax))
+            if key in seen:
+                continue
+            seen.add(key)
+            syntaxes = [key[1], *(ts for ts in uncompressed if ts != key[1])]
+            contexts.append(build_context(key[0], syntaxes))
+        if len(contexts) <= 128:
+            return contexts
+        log.warning("C-MOVE needs %d presentation contexts; proposing the first 128", len(contexts))
+        return contexts[:128]
     uids = route.spec.sub_operation_sop_classes or tuple(
         str(cx.abstract_syntax) for cx in StoragePresentationContexts
     )
-    return [build_context(uid, list(sop.UNCOMPRESSED_TRANSFER_SYNTAXES)) for uid in uids[:128]]
+    return [build_context(uid, uncompressed) for uid in uids[:128]]
+
+
+def _with_comment(status: int, comment: str) -> Any:
+    """A status pynetdicom sends with an Error Comment (LO: at most 64 characters)."""
+    if not comment:
+        return status
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer
 
 
 def _read_from(path: Path, offset: int) -> bytes:
