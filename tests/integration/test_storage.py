@@ -297,3 +297,31 @@ def test_kill_9_during_storescu_loses_nothing_acknowledged(start_pacsd, tmp_path
     assert not missing, f"{len(missing)} acknowledged instances lost"
     assert set(rows) == set(files_now)  # the index matches the files
     assert list((data / "tmp").iterdir()) == []  # no orphan partial file
+
+
+def test_nodes_sharing_a_postgresql_index_keep_each_others_rows(
+    start_pacsd,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """Reconcile at startup drops rows whose file is gone, but only its own node's:
+    a second node with an empty blob store must not erase the first node's instances."""
+    from tests.pg import fresh_database
+
+    with fresh_database() as url:
+        cfg = tmp_path / "shared.toml"
+        cfg.write_text(f'index_url = "{url}"\n')
+        node_a = start_pacsd(["--config", str(cfg), "--data-dir", str(tmp_path / "a")])
+        files = corpus.series_files(tmp_path / "src", 3)
+        assert storescu(node_a.dicom_port, *files).returncode == 0
+        node_b = start_pacsd(["--config", str(cfg), "--data-dir", str(tmp_path / "b")])
+        node_b.signal(signal.SIGTERM)
+        assert node_b.wait(20) == 0
+        node_b = start_pacsd(["--config", str(cfg), "--data-dir", str(tmp_path / "b")])
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM instances").fetchone()  # type: ignore[misc]
+        assert count == 3
+        for server in (node_a, node_b):
+            server.signal(signal.SIGTERM)
+            assert server.wait(20) == 0

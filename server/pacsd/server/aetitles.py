@@ -85,9 +85,7 @@ def validate_description(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidAETitleEntry("description", "must be a string")
     if len(value) > MAX_DESCRIPTION:
-        raise InvalidAETitleEntry(
-            "description", f"is longer than {MAX_DESCRIPTION} characters"
-        )
+        raise InvalidAETitleEntry("description", f"is longer than {MAX_DESCRIPTION} characters")
     if any(ord(c) < 0x20 and c not in "\t" for c in value) or "\x7f" in value:
         raise InvalidAETitleEntry("description", "must not contain control characters")
     return value

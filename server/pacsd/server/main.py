@@ -119,7 +119,8 @@ def index_rebuild(config_file: Path | None, **flags: Any) -> None:
         except IndexUnavailable as exc:
             _fail(str(exc))
             return
-        archive = Archive(BlobStore(settings.data_dir), Index(db))
+        node = _server_id(settings.data_dir)
+        archive = Archive(BlobStore(settings.data_dir), Index(db), node=node)
         try:
             count = archive.rebuild()
         finally:
@@ -128,6 +129,17 @@ def index_rebuild(config_file: Path | None, **flags: Any) -> None:
     finally:
         lock.release()
     click.echo(f"rebuilt {count} instances")
+
+
+def _server_id(data_dir: Path) -> str:
+    """This data directory's server ID (the node its files belong to in the index)."""
+    from pacsd.server.storage.database import ServerDatabase
+
+    db = ServerDatabase.open(data_dir)
+    try:
+        return db.meta("server_id") or ""
+    finally:
+        db.close()
 
 
 def main() -> None:

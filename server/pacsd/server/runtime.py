@@ -118,7 +118,9 @@ class Runtime:
             )
             self.services.set_default("aetitles", self.aetitles)
             self.services.set_default("dicom_client", self.dicom_client)
-            self.archive = open_archive(s, self.observers.instance_stored)
+            self.archive = open_archive(
+                s, self.observers.instance_stored, node=self.db.meta("server_id") or ""
+            )
             self.services.set_default("storage", self.archive)
             self.addins.load_startup()
             self.control = ControlPlane(self)

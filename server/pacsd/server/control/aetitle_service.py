@@ -186,9 +186,7 @@ class AETitleServicer(aetitles_pb2_grpc.AETitleServiceServicer):
                 port=msg.port if "port" in paths else None,
                 description=msg.description if "description" in paths else None,
             )
-        return aetitles_pb2.UpdateAETitleResponse(
-            ae_title=ae_title_message(entry), changed=changed
-        )
+        return aetitles_pb2.UpdateAETitleResponse(ae_title=ae_title_message(entry), changed=changed)
 
     @rpc
     def DeleteAETitle(

@@ -426,8 +426,7 @@ class PynetdicomClient:
         except socket.gaierror as exc:
             # pynetdicom resolves the host itself, before it creates any socket.
             raise AssociationFailed(
-                f"cannot resolve host {entry.host!r} of {entry.ae_title}: "
-                f"{exc.strerror or exc}"
+                f"cannot resolve host {entry.host!r} of {entry.ae_title}: {exc.strerror or exc}"
             ) from exc
         if not assoc.is_established:
             elapsed = time.monotonic() - start

@@ -91,7 +91,6 @@ class AdmissionACSE(ACSE):
                 kept.append(cx)
         self.acceptor.supported_contexts = kept
 
-
     def _prefer_requestor_syntaxes(self) -> None:
         """Accept the transfer syntax the peer prefers, not ours.
 

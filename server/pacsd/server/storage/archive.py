@@ -50,7 +50,11 @@ class Archive:
         blobs: BlobStore,
         index: Index,
         on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None,
+        node: str = "",
     ) -> None:
+        #: This server's ID: rows it writes carry it, and reconcile/rebuild touch only
+        #: those, so nodes sharing a PostgreSQL index never drop each other's rows.
+        self.node = node
         self.blobs = blobs
         self.index = index
         self.committer = GroupCommitter(index.add)
@@ -120,6 +124,7 @@ class Archive:
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
         record.path = str(final)
+        record.node = self.node
         try:
             self.committer.add(record)
         except Exception as exc:
@@ -187,7 +192,7 @@ class Archive:
         were being deleted: they go. Leftover temporary files go.
         """
         removed_tmp = self.blobs.clean_tmp()
-        known = self.index.all_paths()
+        known = self.index.all_paths(self.node)
         on_disk = {p.stem: p for p in self.blobs.files()}
         missing = [uid for uid, path in known.items() if uid not in on_disk]
         if missing:
@@ -203,7 +208,7 @@ class Archive:
                 self.blobs.delete(path)
                 bad += 1
                 continue
-            record.path = str(path)
+            record.path, record.node = str(path), self.node
             self.index.add([record])
             adopted += 1
         summary = {
@@ -216,33 +221,42 @@ class Archive:
             log.warning("index reconciled with the files: %s", summary)
         return summary
 
-    def rebuild(self) -> int:
-        """Re-index every file from scratch (``pacsd index rebuild``)."""
-        known = list(self.index.all_paths())
+    def rebuild(self, batch: int = 500) -> int:
+        """Re-index every file of this node from scratch (``pacsd index rebuild``)."""
+        known = list(self.index.all_paths(self.node))
         if known:
             self.index.remove_instances(known)
         count = 0
+        pending = []
         for path in self.blobs.files():
             try:
                 record = read_instance(path)
             except UnreadableInstance as exc:
                 log.error("skipping unreadable %s: %s", path, exc)
                 continue
-            record.path = str(path)
-            self.index.add([record])
-            count += 1
+            record.path, record.node = str(path), self.node
+            pending.append(record)
+            if len(pending) >= batch:  # one transaction per batch, not per file
+                self.index.add(pending)
+                count += len(pending)
+                pending = []
+        if pending:
+            self.index.add(pending)
+            count += len(pending)
         return count
 
 
 def open_archive(
-    settings: Any, on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None
+    settings: Any,
+    on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None,
+    node: str = "",
 ) -> Archive:
     """Open the blob store and index of ``settings`` and reconcile them (startup)."""
     from pacsd.server.storage.index.db import open_index_db
 
     blobs = BlobStore(settings.data_dir)
     index = Index(open_index_db(settings.index_url, settings.data_dir))
-    archive = Archive(blobs, index, on_stored)
+    archive = Archive(blobs, index, on_stored, node)
     try:
         archive.reconcile()
     except Exception:

@@ -121,6 +121,8 @@ class InstanceRecord:
     transfer_syntax: str
     path: str = ""
     size: int = 0
+    #: The node (server_id) whose blob store holds the file; "" when unknown.
+    node: str = ""
     patient_attrs: dict[str, Any] = field(default_factory=dict)
     study_attrs: dict[str, Any] = field(default_factory=dict)
     series_attrs: dict[str, Any] = field(default_factory=dict)

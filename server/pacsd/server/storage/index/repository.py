@@ -151,13 +151,14 @@ class Index:
         )
         conn.execute(
             """INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid,
-                   instance_number, transfer_syntax, path, size, stored_at, attrs)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   instance_number, transfer_syntax, path, size, stored_at, attrs, node)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (sop_instance_uid) DO UPDATE SET
                    series_fk = excluded.series_fk, sop_class_uid = excluded.sop_class_uid,
                    instance_number = excluded.instance_number,
                    transfer_syntax = excluded.transfer_syntax, path = excluded.path,
-                   size = excluded.size, stored_at = excluded.stored_at, attrs = excluded.attrs""",
+                   size = excluded.size, stored_at = excluded.stored_at, attrs = excluded.attrs,
+                   node = excluded.node""",
             (
                 series_fk,
                 r.sop_instance_uid,
@@ -168,6 +169,7 @@ class Index:
                 r.size,
                 datetime.now(UTC).isoformat(timespec="milliseconds"),
                 dumps(r.instance_attrs),
+                r.node,
             ),
         )
 
@@ -196,13 +198,15 @@ class Index:
             )
         return [_stored(r) for r in rows]
 
-    def all_paths(self) -> dict[str, str]:
-        """SOP Instance UID -> path, for reconciling the index with the files."""
+    def all_paths(self, node: str = "") -> dict[str, str]:
+        """SOP Instance UID -> path of the instances whose file ``node`` holds (and those
+        of no recorded node), for reconciling the index with that node's files."""
         with self.db.read() as conn:
-            return {
-                str(uid): str(path)
-                for uid, path in conn.all("SELECT sop_instance_uid, path FROM instances")
-            }
+            rows = conn.all(
+                "SELECT sop_instance_uid, path FROM instances WHERE node = ? OR node = ''",
+                (node,),
+            )
+        return {str(uid): str(path) for uid, path in rows}
 
     def counts(self) -> Counts:
         with self.db.read() as conn:

@@ -86,6 +86,17 @@ INDEX_MIGRATIONS: tuple[IndexMigration, ...] = (
     ),
 )
 
+INDEX_MIGRATIONS += (
+    IndexMigration(
+        2,
+        "instances.node: which pacsd node holds the file (shared PostgreSQL index)",
+        (
+            "ALTER TABLE instances ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX instances_node ON instances (node)",
+        ),
+    ),
+)
+
 LATEST_INDEX_VERSION = INDEX_MIGRATIONS[-1].version
 
 PK = {
