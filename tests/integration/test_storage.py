@@ -21,6 +21,7 @@ from pynetdicom import AE, _config
 
 from tests import corpus
 from tests.conftest import PacsdProcess, dcmtk, dcmtk_env
+from tests.pg import index_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,13 +35,22 @@ def dataset_bytes(path: Path) -> tuple[str, bytes]:
     return str(meta.TransferSyntaxUID), raw[start:]
 
 
-def index_rows(server: PacsdProcess) -> dict[str, tuple[str, int]]:
-    conn = sqlite3.connect(server.data_dir / "index.db")
-    try:
-        rows = conn.execute("SELECT sop_instance_uid, path, size FROM instances").fetchall()
-    finally:
-        conn.close()
-    return {uid: (path, size) for uid, path, size in rows}
+def index_rows(server: PacsdProcess, url: str = "") -> dict[str, tuple[str, int]]:
+    """The index's instance rows, read directly (SQLite file or PostgreSQL ``url``)."""
+    query = "SELECT sop_instance_uid, path, size FROM instances"
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            rows = pg.execute(query).fetchall()
+    else:
+        path = url.removeprefix("sqlite:///") if url else server.data_dir / "index.db"
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(query).fetchall()
+        finally:
+            conn.close()
+    return {str(uid): (str(p), int(size)) for uid, p, size in rows}
 
 
 def blob_files(server: PacsdProcess) -> dict[str, Path]:
@@ -70,7 +80,15 @@ def storescu(
     )
 
 
-def test_storescu_corpus_is_stored_bit_for_bit(pacsd: PacsdProcess, tmp_path: Path) -> None:
+def test_storescu_corpus_is_stored_bit_for_bit(
+    start_pacsd,  # type: ignore[no-untyped-def]
+    index_url: str,  # noqa: F811 - the fixture imported from tests.pg
+    tmp_path: Path,
+) -> None:
+    """On the SQLite index and on a PostgreSQL one."""
+    cfg = tmp_path / "index.toml"
+    cfg.write_text(f'index_url = "{index_url}"\n')
+    pacsd = start_pacsd(["--config", str(cfg)])
     src = tmp_path / "src"
     files = corpus.series_files(src, 3, patient_id="P1", modality="CT", sop_class=corpus.CT_IMAGE)
     files += corpus.series_files(src, 2, patient_id="P2", patient_name="ROE^RICHARD")
@@ -92,7 +110,7 @@ def test_storescu_corpus_is_stored_bit_for_bit(pacsd: PacsdProcess, tmp_path: Pa
     files += [jpeg, rle]
 
     stored = blob_files(pacsd)
-    rows = index_rows(pacsd)
+    rows = index_rows(pacsd, index_url)
     assert set(rows) == set(stored)
     assert len(stored) == len(files)
     for path in files:
