@@ -83,16 +83,20 @@ class SpoolFile:
         self.error: OSError | None = None
         self._fh: Any = None
         try:
-            self._fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - kept open across PDUs
-            self._fh.write(header)
+            # Unbuffered: fragments arrive in PDU-sized pieces, and a big buffer per file
+            # cost more to allocate than it saved.
+            self._fh = open(path, "wb", buffering=0)  # noqa: SIM115 - kept open across PDUs
+            self.write(header)
         except OSError as exc:
             self._fail(exc)
 
     def write(self, data: bytes | memoryview) -> None:
         if self._fh is None:
             return
+        view = memoryview(data)
         try:
-            self._fh.write(data)
+            while view:  # a raw write may be short
+                view = view[self._fh.write(view) :]
         except OSError as exc:
             self._fail(exc)
 
