@@ -43,6 +43,8 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     assert {
         "pacsd.admin.v1.ServerService",
+        "pacsd.admin.v1.LogService",
+        "pacsd.admin.v1.AssociationService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= services

@@ -22,7 +22,10 @@ from pacsd.admin.v1 import server_pb2, server_pb2_grpc
 from pacsd.client import _health
 from pacsd.client.addins import AddinsAPI
 from pacsd.client.aetitles import AETitlesAPI
+from pacsd.client.associations import AssociationsAPI
+from pacsd.client.credentials import Credentials
 from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
+from pacsd.client.logs import LogsAPI
 from pacsd.client.storage import StorageAPI
 
 __all__ = ["DEFAULT_ENDPOINT", "DEFAULT_TIMEOUT", "Change", "Client", "ServerAPI"]
@@ -53,10 +56,17 @@ class Client:
     seconds of each call; every method also takes ``timeout=`` to override it once.
     Misuse (an empty endpoint, a non-positive timeout, calling after ``close()``) raises
     ValueError; everything that goes wrong on the wire raises a PacsdError.
+    ``credentials`` (see ``pacsd.client.credentials``) adds a bearer token to every call
+    and/or makes the channel TLS; unusable credentials raise ``CredentialsError``
+    (a ValueError) here, before anything is sent.
     """
 
     def __init__(
-        self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: Credentials | None = None,
     ) -> None:
         if not endpoint.strip():
             raise ValueError("endpoint must not be empty")
@@ -64,7 +74,14 @@ class Client:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.endpoint = endpoint
         self.timeout = float(timeout)
-        self._channel = grpc.insecure_channel(endpoint)
+        self.credentials = credentials
+        self._metadata = credentials.call_metadata(endpoint) if credentials else None
+        secure = credentials.channel_credentials() if credentials else None
+        self._channel = (
+            grpc.secure_channel(endpoint, secure)
+            if secure is not None
+            else grpc.insecure_channel(endpoint)
+        )
         # Connectivity is tracked so that a DEADLINE_EXCEEDED can be told apart:
         # still connecting (nothing usable there) or connected but slow (a server issue).
         self._state_lock = threading.Lock()
@@ -75,6 +92,8 @@ class Client:
         self.addins = AddinsAPI(self)
         self.aetitles = AETitlesAPI(self)
         self.storage = StorageAPI(self)
+        self.logs = LogsAPI(self)
+        self.associations = AssociationsAPI(self)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.HealthCheckRequest.SerializeToString,
@@ -145,7 +164,9 @@ class Client:
             raise ValueError("this Client is closed")
         deadline = self.timeout if timeout is None else timeout
         try:
-            return method(request, timeout=deadline)
+            if self._metadata is None:
+                return method(request, timeout=deadline)
+            return method(request, timeout=deadline, metadata=self._metadata)
         except grpc.RpcError as exc:
             with self._state_lock:
                 connected = self._ready

@@ -69,6 +69,22 @@ class Settings(BaseModel):
     addins: dict[str, AddinConfig] = Field(default_factory=dict)
     #: Add-ins whose failure to load or start makes startup fail.
     required_addins: list[str] = Field(default_factory=list)
+    #: Log to standard error, for people (docs/logging.md lists every sink).
+    log_console: bool = True
+    #: Rotating text log (same lines as the console); unset: none.
+    log_file: Path | None = None
+    #: Rotating JSON-lines log, one object per record, for log shippers; unset: none.
+    log_json_file: Path | None = None
+    #: Size at which a log file is rotated (0: never) and how many old files are kept.
+    log_file_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    log_file_backups: int = Field(5, ge=0)
+    #: Records kept in memory for ``pacsctl logs --tail``.
+    log_tail_size: int = Field(1000, ge=1)
+    #: Records queued for each live log or event stream before its oldest are dropped.
+    log_stream_queue_size: int = Field(1000, ge=1)
+    #: Prometheus text endpoint (GET /metrics); unset: disabled, 0: a free port.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("ae_title")
     @classmethod
@@ -94,6 +110,17 @@ class Settings(BaseModel):
             raise ValueError(
                 "the control plane listens on loopback only (127.0.0.0/8, ::1 or localhost) "
                 "until TLS and credentials are configured"
+            )
+        return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_loopback(cls, value: str) -> str:
+        # The endpoint has no authentication; a scraper on another host goes through a
+        # proxy or an SSH tunnel the operator sets up on purpose.
+        if not is_loopback(value):
+            raise ValueError(
+                "the metrics endpoint listens on loopback only (127.0.0.0/8, ::1 or localhost)"
             )
         return value
 

@@ -1,42 +1,178 @@
-"""Console logging for the server process (stderr; stdout carries the listening line)."""
+"""The server's logging pipeline: stdlib ``logging`` with pacsd's sinks and levels.
+
+One root logger, several handlers, each seeing the same tagged records (source, association
+ID, AE titles, peer; see ``logbus.tag``):
+
+- console (stderr; stdout carries the listening line), for people;
+- a rotating text file (``log_file``) and a rotating JSON-lines file
+  (``log_json_file``), for log shippers;
+- the log bus (``logbus.LogBus``): the in-memory tail and the live streams that
+  ``pacsctl logs`` reads.
+
+Levels are stdlib logger levels, so a record below its level is never even built:
+the root logger holds the default level, and a source with a level of its own has it
+set on its logger ("core" -> ``pacsd.core``, "control" -> ``pacsd.control``, an
+add-in -> ``pacsd.addin.NAME``). ``set_level`` changes either while the server runs.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.handlers
 import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pacsd.server.logcontext import current_association
+from pacsd.server.logbus import AUDIT, LogBus, SourceTagger, exception_text, extras_of, tag
 
+if TYPE_CHECKING:
+    from pacsd.server.config import Settings
 
-class _SourceFilter(logging.Filter):
-    """Tags each record with its source (core or the add-in's name) and, when it was
-    logged while serving an association, that association's ID and AE titles."""
+#: The console and text-file line: time, level, [source assoc calling->called], message.
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(source)s%(assoc)s] %(message)s"
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        assoc = current_association.get()
-        record.assoc_id = assoc.id if assoc else ""
-        record.calling_ae = assoc.calling_ae if assoc else ""
-        record.called_ae = assoc.called_ae if assoc else ""
-        record.peer = f"{assoc.peer_host}:{assoc.peer_port}" if assoc else ""
-        record.assoc = f" {assoc.id} {assoc.calling_ae}->{assoc.called_ae}" if assoc else ""
-        name = record.name
-        if name.startswith("pacsd.addin."):
-            record.source = name.removeprefix("pacsd.addin.")
-        elif name.startswith("pacsd."):
-            record.source = "core"
-        else:
-            record.source = name.split(".", 1)[0]
-        return True
+#: Sources that are not add-ins, and the logger each one's level is set on.
+FIXED_SOURCES = {"core": "pacsd.core", "control": "pacsd.control", "pynetdicom": "pynetdicom"}
+
+_ADDIN_PREFIX = "pacsd.addin."
+_levels_lock = threading.Lock()
 
 
-def configure(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_SourceFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s [%(source)s%(assoc)s] %(message)s")
-    )
+class LogSetupError(Exception):
+    """A log sink could not be opened; the message is the one line the operator sees."""
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per record, named like the control plane's ``LogRecord``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        tag(record)
+        attrs = record.__dict__
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "source": attrs["source"],
+            "logger": record.name,
+            "association_id": attrs["assoc_id"],
+            "calling_ae": attrs["calling_ae"],
+            "called_ae": attrs["called_ae"],
+            "peer": attrs["peer"],
+            "message": record.getMessage(),
+            "extras": extras_of(record),
+            "exception": exception_text(record),
+        }
+        return json.dumps(document, ensure_ascii=False)
+
+
+def _handler(handler: logging.Handler, formatter: logging.Formatter) -> logging.Handler:
+    handler.addFilter(SourceTagger())
+    handler.setFormatter(formatter)
+    return handler
+
+
+def _rotating(path: Path, max_bytes: int, backups: int) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+    except OSError as exc:
+        raise LogSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
+
+
+def configure(level: str, settings: Settings | None = None) -> LogBus:
+    """Install the sinks ``settings`` asks for (console only without settings) and the
+    log bus on the root logger; returns the bus. Raises LogSetupError."""
+    handlers: list[logging.Handler] = []
+    if settings is None or settings.log_console:
+        handlers.append(_handler(logging.StreamHandler(sys.stderr), logging.Formatter(TEXT_FORMAT)))
+    if settings is not None and settings.log_file is not None:
+        handlers.append(
+            _handler(
+                _rotating(
+                    settings.log_file, settings.log_file_max_bytes, settings.log_file_backups
+                ),
+                logging.Formatter(TEXT_FORMAT),
+            )
+        )
+    if settings is not None and settings.log_json_file is not None:
+        handlers.append(
+            _handler(
+                _rotating(
+                    settings.log_json_file, settings.log_file_max_bytes, settings.log_file_backups
+                ),
+                JsonLinesFormatter(),
+            )
+        )
+    log_bus = bus()
+    if settings is not None:
+        log_bus.configure(settings.log_tail_size, settings.log_stream_queue_size)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if old is not log_bus and old not in handlers:
+            old.close()
+    root.handlers[:] = [log_bus, *handlers]
     root.setLevel(level)
     # pynetdicom narrates every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    # The audit trail is recorded whatever the default level, until told otherwise.
+    logging.getLogger(FIXED_SOURCES["control"]).setLevel(AUDIT)
+    return log_bus
+
+
+def bus() -> LogBus:
+    """The log bus on the root logger, installed if there is none yet (a runtime
+    built without ``configure``, as in-process tests do, still has a tail)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, LogBus):
+            return handler
+    log_bus = LogBus()
+    root.addHandler(log_bus)
+    return log_bus
+
+
+# -- levels ---------------------------------------------------------------------------
+
+
+def logger_name(source: str) -> str:
+    """The logger whose level is ``source``'s level ("" is the root)."""
+    if not source:
+        return ""
+    return FIXED_SOURCES.get(source, _ADDIN_PREFIX + source)
+
+
+def levels() -> tuple[int, dict[str, int]]:
+    """(default level, {source: level} for the sources that have their own)."""
+    root = logging.getLogger()
+    own: dict[str, int] = {}
+    for source, name in FIXED_SOURCES.items():
+        level = logging.getLogger(name).level
+        if level != logging.NOTSET:
+            own[source] = level
+    for name, logger in list(root.manager.loggerDict.items()):
+        if not name.startswith(_ADDIN_PREFIX) or not isinstance(logger, logging.Logger):
+            continue
+        source = name[len(_ADDIN_PREFIX) :]
+        if "." not in source and logger.level != logging.NOTSET:
+            own[source] = logger.level
+    return root.level, dict(sorted(own.items()))
+
+
+def set_level(source: str, level: int | None) -> bool:
+    """Set the default level (``source`` "") or one source's; ``level`` None drops
+    the source's own level so it follows the default. True if anything changed."""
+    with _levels_lock:
+        logger = logging.getLogger(logger_name(source))
+        new = logging.NOTSET if level is None else level
+        if not source and new == logging.NOTSET:
+            raise ValueError("the default level cannot be unset")
+        if logger.level == new:
+            return False
+        logger.setLevel(new)
+        return True

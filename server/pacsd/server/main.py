@@ -35,6 +35,9 @@ def cli() -> None:
 @click.option("--control-port", type=int, help="Control-plane port; 0 picks a free one [50051].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory [./pacsd-data].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL [INFO].")
+@click.option(
+    "--metrics-port", type=int, help="Prometheus endpoint port; 0 picks a free one [disabled]."
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the DICOM server and its control plane until SIGTERM, SIGINT or Shutdown.
 
@@ -50,7 +53,11 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     from pacsd.server import logsetup
     from pacsd.server.runtime import Runtime, StartupError
 
-    logsetup.configure(settings.log_level)
+    try:
+        logsetup.configure(settings.log_level, settings)
+    except logsetup.LogSetupError as exc:
+        _fail(str(exc))
+        return
     runtime = Runtime(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pacsd.addin import AddinContext
+from pacsd.server import logsetup
 from pacsd.server.addins.manager import AddinManager
 from pacsd.server.aetitles import CurrentAETitles, SqliteAETitles
 from pacsd.server.config import Settings
@@ -23,6 +24,7 @@ from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.listener import DicomListener, ListenerState
 from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
+from pacsd.server.metrics import MetricsEndpoint, StoreCounter
 from pacsd.server.services import ServiceRegistry
 from pacsd.server.storage.archive import Archive, open_archive
 from pacsd.server.storage.database import ServerDatabase
@@ -66,6 +68,12 @@ class Runtime:
             self.observers,
         )
         self.control: ControlPlane | None = None
+        #: The log bus (tail and live streams) that logsetup installed on the root logger.
+        self.logbus = logsetup.bus()
+        #: Instances and bytes stored since start, for the metrics.
+        self.stored = StoreCounter()
+        #: The Prometheus endpoint, when ``metrics_port`` is set.
+        self.metrics: MetricsEndpoint | None = None
         #: Held from startup to exit: one process per data directory (storage/lock.py).
         self.data_lock = DataDirLock(settings.data_dir)
 
@@ -87,6 +95,7 @@ class Runtime:
         from pacsd.server.addins.manager import StartupAddinError
         from pacsd.server.control.grpc_server import ControlBindError
         from pacsd.server.dicom.listener import BindError
+        from pacsd.server.metrics import MetricsBindError
         from pacsd.server.storage.database import DatabaseError
         from pacsd.server.storage.index.db import IndexUnavailable
 
@@ -119,18 +128,22 @@ class Runtime:
             self.services.set_default("aetitles", self.aetitles)
             self.services.set_default("dicom_client", self.dicom_client)
             self.archive = open_archive(
-                s, self.observers.instance_stored, node=self.db.meta("server_id") or ""
+                s, self._instance_stored, node=self.db.meta("server_id") or ""
             )
             self.services.set_default("storage", self.archive)
             self.addins.load_startup()
             self.control = ControlPlane(self)
             self.control_port = self.control.bind(s.control_host, s.control_port)
+            if s.metrics_port is not None:
+                self.metrics = MetricsEndpoint(self)
+                self.metrics.start(s.metrics_host, s.metrics_port)
             self.listener.start()
         except (
             DatabaseError,
             IndexUnavailable,
             StartupAddinError,
             ControlBindError,
+            MetricsBindError,
             BindError,
         ) as exc:
             self._close()
@@ -141,6 +154,11 @@ class Runtime:
             f"listening dicom={grpc_address(self.listener.host, self.listener.port)} "
             f"control={grpc_address(s.control_host, self.control_port)}"
         )
+
+    def _instance_stored(self, req: Any, stored: Any) -> None:
+        """The archive's callback once an instance is durable: count it, tell add-ins."""
+        self.stored.add(stored.size)
+        self.observers.instance_stored(req, stored)
 
     def refresh_health(self) -> None:
         """Publish the listener's state on the ``pacsd.dicom`` health service."""
@@ -172,6 +190,11 @@ class Runtime:
         log.info("stopped")
 
     def _close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        # Live log and event streams end now rather than hold the control plane's stop.
+        self.logbus.close_streams()
+        self.listener.tracker.events.close_all()
         if self.control is not None:
             self.control.stop(1.0)
         self.addins.stop_all()

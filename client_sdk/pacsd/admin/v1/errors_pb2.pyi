@@ -25,6 +25,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
     INVALID_UID: _ClassVar[ErrorReason]
     STORAGE_UNAVAILABLE: _ClassVar[ErrorReason]
+    ASSOCIATION_NOT_FOUND: _ClassVar[ErrorReason]
+    LOG_SOURCE_NOT_FOUND: _ClassVar[ErrorReason]
+    TOO_MANY_STREAMS: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INTERNAL_ERROR: ErrorReason
 INVALID_ARGUMENT: ErrorReason
@@ -44,3 +47,6 @@ AE_TITLE_EXISTS: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
 INVALID_UID: ErrorReason
 STORAGE_UNAVAILABLE: ErrorReason
+ASSOCIATION_NOT_FOUND: ErrorReason
+LOG_SOURCE_NOT_FOUND: ErrorReason
+TOO_MANY_STREAMS: ErrorReason

@@ -22,11 +22,24 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Bad command line (click's own status for usage errors).
 EXIT_USAGE = 2
-#: No pacsd answered at the endpoint.
+#: No pacsd answered at the endpoint (with a fleet: at none of the endpoints).
 EXIT_UNREACHABLE = 3
+#: Fleet commands only: some servers failed (or were unreachable), others succeeded.
+EXIT_PARTIAL = 4
 
 TABLE = "table"
 JSON = "json"
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """The global ``--endpoints`` / ``--fleet`` / ``--selector`` / ``--parallelism``
+    options; present on CliContext only when one of them was given (see cli/fleet.py)."""
+
+    endpoints: str | None = None
+    inventory: str | None = None
+    selector: str | None = None
+    parallelism: int | None = None
 
 
 @dataclass
@@ -35,6 +48,7 @@ class CliContext:
     write_out: str
     timeout: float
     _client: Client | None = field(default=None, repr=False)
+    fleet: FleetOptions | None = None
 
     @property
     def json(self) -> bool:

@@ -8,9 +8,23 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
-from pacsd.client.cli._base import JSON, TABLE, CliContext, Seconds, exit_code, report
+from pacsd.client.cli import fleet as fleet_cli
+from pacsd.client.cli._base import (
+    JSON,
+    TABLE,
+    CliContext,
+    FleetOptions,
+    Seconds,
+    exit_code,
+    report,
+)
 from pacsd.client.cli.addin import COMMANDS as ADDIN_COMMANDS
 from pacsd.client.cli.ae import COMMANDS as AE_COMMANDS
+from pacsd.client.cli.apply import COMMANDS as APPLY_COMMANDS
+from pacsd.client.cli.assoc import COMMANDS as ASSOC_COMMANDS
+from pacsd.client.cli.logs import COMMANDS as LOGS_COMMANDS
+from pacsd.client.cli.logs import FLEET_COMMANDS as LOG_LEVEL_COMMANDS
+from pacsd.client.cli.rollout import COMMANDS as ROLLOUT_COMMANDS
 from pacsd.client.cli.server import COMMANDS
 from pacsd.client.cli.storage import COMMANDS as STORAGE_COMMANDS
 from pacsd.client.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT
@@ -75,19 +89,106 @@ class PacsctlGroup(click.Group):
     metavar="SECONDS",
     help="Deadline of each call.",
 )
+@click.option(
+    "--endpoints",
+    envvar="PACSCTL_ENDPOINTS",
+    show_envvar=True,
+    metavar="HOST:PORT,...",
+    help="Run the command on each of these servers (a fleet).",
+)
+@click.option(
+    "--fleet",
+    "fleet_file",
+    envvar="PACSCTL_FLEET",
+    show_envvar=True,
+    metavar="FILE",
+    help="Run the command on the servers of this inventory (fleet.toml).",
+)
+@click.option(
+    "--selector",
+    envvar="PACSCTL_SELECTOR",
+    show_envvar=True,
+    metavar="EXPR",
+    help="With --fleet: only servers whose labels match (e.g. site=north,role!=test).",
+)
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    envvar="PACSCTL_PARALLELISM",
+    show_envvar=True,
+    metavar="N",
+    help="With a fleet: calls in flight at once [default: the inventory's, else 32].",
+)
 @click.pass_context
-def cli(ctx: click.Context, endpoint: str, write_out: str, timeout: float) -> None:
+def cli(
+    ctx: click.Context,
+    endpoint: str,
+    write_out: str,
+    timeout: float,
+    endpoints: str | None,
+    fleet_file: str | None,
+    selector: str | None,
+    parallelism: int | None,
+) -> None:
     """pacsctl: drive a pacsd server over its gRPC control plane.
 
     Results go to stdout, errors to stderr. Exit status: 0 ok, 1 error (or not
-    SERVING), 2 usage error, 3 no pacsd reachable at the endpoint.
+    SERVING), 2 usage error, 3 no pacsd reachable at the endpoint. With --endpoints
+    or --fleet every command runs on each server: 0 all succeeded, 4 some failed,
+    3 none reachable.
     """
     state = CliContext(endpoint=endpoint, write_out=write_out.lower(), timeout=timeout)
+    state.fleet = _fleet_options(ctx, endpoints, fleet_file, selector, parallelism)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
 
-for _command in (*COMMANDS, *ADDIN_COMMANDS, *AE_COMMANDS, *STORAGE_COMMANDS):
+def _fleet_options(
+    ctx: click.Context,
+    endpoints: str | None,
+    fleet_file: str | None,
+    selector: str | None,
+    parallelism: int | None,
+) -> FleetOptions | None:
+    """The fleet options, checked against each other and the command (usage errors,
+    exit 2, before anything is sent); None when no fleet was asked for."""
+    endpoints = endpoints.strip() if endpoints else None
+    fleet_file = fleet_file.strip() if fleet_file else None
+    if not (endpoints or fleet_file):
+        if selector:
+            raise click.UsageError("--selector needs --fleet")
+        return None
+    if endpoints and fleet_file:
+        raise click.UsageError("give --endpoints or --fleet, not both")
+    if ctx.get_parameter_source("endpoint") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --endpoint or --endpoints/--fleet, not both")
+    if selector and not fleet_file:
+        raise click.UsageError("--selector needs --fleet (endpoints have no labels)")
+    name = ctx.invoked_subcommand or ""
+    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    if name and not fleet_cli.supports_fleet(command):
+        raise click.UsageError(f"{name!r} does not support --endpoints/--fleet")
+    return FleetOptions(endpoints, fleet_file, selector, parallelism)
+
+
+#: Commands that run once per server with --endpoints/--fleet (cli/fleet.py).
+FAN_OUT_COMMANDS = (
+    *COMMANDS,
+    *ADDIN_COMMANDS,
+    *AE_COMMANDS,
+    *STORAGE_COMMANDS,
+    *LOG_LEVEL_COMMANDS,
+)
+fleet_cli.install(FAN_OUT_COMMANDS)
+
+# Streams (logs, assoc watch) and association IDs belong to one server: no fleets.
+for _command in (
+    *FAN_OUT_COMMANDS,
+    *APPLY_COMMANDS,
+    *ROLLOUT_COMMANDS,
+    *LOGS_COMMANDS,
+    *ASSOC_COMMANDS,
+):
     cli.add_command(_command)
 
 

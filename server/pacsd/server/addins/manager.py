@@ -9,6 +9,7 @@ reading the tables takes no lock at all.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from collections.abc import Callable
@@ -99,6 +100,11 @@ class AddinManager:
         with self._lock:
             for name, source in self._sources().items():
                 self._records.setdefault(name, AddinRecord(name, source))
+            return sorted(self._records.values(), key=lambda r: r.name)
+
+    def records(self) -> builtins.list[AddinRecord]:
+        """The add-ins known so far, without discovering again (cheap: for metrics)."""
+        with self._lock:
             return sorted(self._records.values(), key=lambda r: r.name)
 
     def get(self, name: str) -> AddinRecord:

@@ -6,6 +6,7 @@ bounded by its time limit and tracked as in flight (unload waits for those).
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import threading
 import time
@@ -33,6 +34,16 @@ class HandlerTimeout(Exception):
     """A handler ran past its time limit; it was answered with a failure status."""
 
 
+#: Upper bounds (seconds) of the call-latency histogram the metrics endpoint exports.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def _empty_buckets() -> list[int]:
+    return [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+
+
 @dataclass
 class CallStats:
     calls: int = 0
@@ -40,6 +51,9 @@ class CallStats:
     timeouts: int = 0
     total_latency: float = 0.0
     max_latency: float = 0.0
+    #: Calls per latency bucket (not cumulative): index i counts calls that took at
+    #: most LATENCY_BUCKETS[i] and more than the bound before it.
+    buckets: list[int] = field(default_factory=_empty_buckets)
 
 
 #: Handlers with a time limit run here, so the association thread can stop waiting. A
@@ -103,6 +117,7 @@ class AddinRecord:
                 s.failures += failed
                 s.total_latency += elapsed
                 s.max_latency = max(s.max_latency, elapsed)
+                s.buckets[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1
                 if not self._inflight:
                     self._lock.notify_all()
 
@@ -124,4 +139,6 @@ class AddinRecord:
     def snapshot_stats(self) -> CallStats:
         with self._lock:
             s = self.stats
-            return CallStats(s.calls, s.failures, s.timeouts, s.total_latency, s.max_latency)
+            return CallStats(
+                s.calls, s.failures, s.timeouts, s.total_latency, s.max_latency, list(s.buckets)
+            )

@@ -13,6 +13,10 @@ from pacsd.admin.v1 import (
     addins_pb2_grpc,
     aetitles_pb2,
     aetitles_pb2_grpc,
+    associations_pb2,
+    associations_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     storage_pb2,
@@ -21,8 +25,12 @@ from pacsd.admin.v1 import (
 from pacsd.server.aetitles import CurrentAETitles
 from pacsd.server.control.addin_service import AddinServicer
 from pacsd.server.control.aetitle_service import AETitleServicer
+from pacsd.server.control.association_service import AssociationServicer
+from pacsd.server.control.audit import AuditInterceptor
+from pacsd.server.control.log_service import LogServicer
 from pacsd.server.control.server_service import ServerServicer
 from pacsd.server.control.storage_service import StorageServicer
+from pacsd.server.control.streams import MAX_STREAMS, StreamSlots
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -36,6 +44,8 @@ SERVICE_NAMES = (
     addins_pb2.DESCRIPTOR.services_by_name["AddinService"].full_name,
     aetitles_pb2.DESCRIPTOR.services_by_name["AETitleService"].full_name,
     storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
+    logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    associations_pb2.DESCRIPTOR.services_by_name["AssociationService"].full_name,
 )
 
 
@@ -52,11 +62,17 @@ def grpc_address(host: str, port: int) -> str:
 class ControlPlane:
     def __init__(self, runtime: Runtime) -> None:
         self.health = health.HealthServicer()
+        self.streams = StreamSlots(MAX_STREAMS)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="pacsd-control"),
+            # Each live log/event stream holds a worker; 16 more always serve unary calls.
+            futures.ThreadPoolExecutor(
+                max_workers=16 + MAX_STREAMS, thread_name_prefix="pacsd-control"
+            ),
             # gRPC sets SO_REUSEPORT by default, which would let a second pacsd "bind" a
             # control port that is already taken.
             options=[("grpc.so_reuseport", 0)],
+            # Every state-changing call leaves an AUDIT record (control/audit.py).
+            interceptors=[AuditInterceptor()],
         )
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
         addins_pb2_grpc.add_AddinServiceServicer_to_server(AddinServicer(runtime), self._server)
@@ -68,6 +84,12 @@ class ControlPlane:
         )
         storage_pb2_grpc.add_StorageServiceServicer_to_server(
             StorageServicer(runtime), self._server
+        )
+        logs_pb2_grpc.add_LogServiceServicer_to_server(
+            LogServicer(runtime, runtime.logbus, self.streams), self._server
+        )
+        associations_pb2_grpc.add_AssociationServiceServicer_to_server(
+            AssociationServicer(runtime, self.streams), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

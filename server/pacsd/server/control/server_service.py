@@ -63,6 +63,14 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             tls=False,
             listening=True,
         )
+        if rt.metrics is not None:
+            msg.listeners.add(
+                protocol="metrics",
+                host=rt.metrics.host,
+                port=rt.metrics.port,
+                tls=False,
+                listening=True,
+            )
         return msg
 
     def _refuse_if_shutting_down(self) -> None:

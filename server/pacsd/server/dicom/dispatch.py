@@ -165,6 +165,12 @@ class Dispatcher:
             return self._status(route, self._call(route, request))
         except Exception as exc:
             return self._failure(route, exc)
+        finally:
+            if spooled is not None:
+                # An add-in that keeps the data takes the file during its call (the
+                # archive renames it away); whatever is left would stay in tmp/ until
+                # the next start, one file per instance.
+                spooled.discard()
 
     def _n_service(self, event: Event, service: Service, returns_dataset: bool) -> Any:
         route = self._route(event, service)

@@ -149,7 +149,20 @@ class FastSocket(AssociationSocket):
     After each PDU the socket asks for an immediate ACK (TCP_QUICKACK, Linux): a peer
     that leaves Nagle on (Debian's DCMTK, by default) otherwise waits ~40 ms for our
     delayed ACK before it sends the last segment of every message.
+
+    It also counts the bytes read and written, for the control plane's association list
+    and the metrics. All reads and writes happen on the association's DUL thread, so the
+    plain integer counters need no lock.
     """
+
+    #: Bytes read from / written to this socket (class defaults: pynetdicom builds the
+    #: socket before its class is switched to this one).
+    bytes_in = 0
+    bytes_out = 0
+
+    def send(self, bytestream: bytes) -> None:
+        super().send(bytestream)
+        self.bytes_out += len(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
@@ -161,8 +174,10 @@ class FastSocket(AssociationSocket):
             if not n:  # connection closed: return what arrived, as pynetdicom does
                 del view
                 del buffer[got:]
+                self.bytes_in += got
                 return buffer
             got += n
+        self.bytes_in += got
         if _QUICKACK is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)

@@ -18,6 +18,7 @@ from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
 from pacsd.server.dicom import spool
+from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.client import ClientAE
 from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.engine import (
@@ -26,7 +27,7 @@ from pacsd.server.dicom.engine import (
     Rejection,
 )
 from pacsd.server.dicom.observers import Observers
-from pacsd.server.dicom.tracking import AssociationTracker
+from pacsd.server.dicom.tracking import AssociationTracker, LiveAssociation
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -109,7 +110,7 @@ class DicomListener:
         with self._lock:
             if self._server is not None:
                 return False
-            d, o = self._dispatch, self._observers
+            d = self._dispatch
             handlers: list[evt.EventHandlerType] = [
                 (evt.EVT_C_ECHO, d.handle_echo),
                 (evt.EVT_C_STORE, d.handle_store),
@@ -125,7 +126,7 @@ class DicomListener:
                 (evt.EVT_ACCEPTED, self._on_accepted),
                 (evt.EVT_REJECTED, self._on_rejected),
                 (evt.EVT_ABORTED, self._on_aborted),
-                (evt.EVT_RELEASED, o.released),
+                (evt.EVT_RELEASED, self._on_released),
                 (evt.EVT_CONN_CLOSE, self._on_closed),
                 (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
                 (evt.EVT_DIMSE_SENT, self._on_dimse_sent),
@@ -234,11 +235,15 @@ class DicomListener:
             event.assoc.requestor.address,
             why,
         )
-        self.tracker.rejected()
+        self.tracker.rejected(event.assoc, _rejection_kind(rejection), why)
         self._observers.rejected(event.assoc, why)
 
+    def _on_released(self, event: Event) -> None:
+        self.tracker.released(event.assoc)
+        self._observers.released(event)
+
     def _on_aborted(self, event: Event) -> None:
-        self.tracker.aborted()
+        self.tracker.aborted(event.assoc)
         self._observers.aborted(event)
 
     def _on_closed(self, event: Event) -> None:
@@ -246,13 +251,54 @@ class DicomListener:
         self.tracker.closed(event.assoc)
 
     def _on_dimse_recv(self, event: Event) -> None:
-        self.tracker.dimse_received()
+        self.tracker.dimse_received(event.assoc, event.message)
         self._observers.message_received(event)
 
     def _on_dimse_sent(self, event: Event) -> None:
-        self.tracker.dimse_sent()
+        self.tracker.dimse_sent(event.assoc, event.message)
         self._observers.message_sent(event)
+
+    # -- operator actions -------------------------------------------------------------
+
+    def abort(self, assoc_id: str, timeout: float = 5.0) -> LiveAssociation | None:
+        """Abort a live association for an operator: the peer gets an A-ABORT, then the
+        connection closes and its resources go (thread, socket, unfinished spool file,
+        via ``_on_closed``). Returns the association as it was, None if not live."""
+        item = self.tracker.find(assoc_id)
+        if item is None:
+            return None
+        info = association_info(item.assoc)
+        log.warning(
+            "association %s (%s -> %s from %s:%d) aborted by the control plane",
+            assoc_id,
+            info.calling_ae,
+            info.called_ae,
+            info.peer_host,
+            info.peer_port,
+            extra={
+                "assoc_id": assoc_id,
+                "calling_ae": info.calling_ae,
+                "called_ae": info.called_ae,
+                "peer": f"{info.peer_host}:{info.peer_port}",
+            },
+        )
+        item.assoc.pacsd_abort_reason = "by control plane"  # type: ignore[attr-defined]
+        item.assoc.abort()
+        if not self.tracker.wait_closed(assoc_id, timeout):
+            log.warning("association %s still open %.0fs after its abort", assoc_id, timeout)
+        return item
 
 
 class ListenerStoppedError(Exception):
     """Pause or resume was asked of a stopped listener."""
+
+
+def _rejection_kind(rejection: Rejection | None) -> str:
+    """A short, bounded label for why an association was rejected (metrics)."""
+    if rejection is None:
+        return "negotiation"
+    if rejection is PAUSED_REJECTION:
+        return "paused"
+    if rejection is LIMIT_REJECTION:
+        return "limit"
+    return "addin"

@@ -8,13 +8,17 @@ one dictionary lookup.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from typing import Any
+from io import BytesIO
+from pathlib import Path
+from typing import IO, Any
 
 from pacsd.addin import AssociationInfo, DimseMessage, Hook, Reject
 from pacsd.server import logcontext
 from pacsd.server.addins.routing import HookTable
 from pacsd.server.dicom.associations import association_info
+from pacsd.server.dicom.spool import SpoolFile
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 
@@ -75,7 +79,12 @@ class Observers:
             return
         msg = event.message
         view = DimseMessage(
-            msg.command_set, service=service_name(msg), direction="received", writable=False
+            msg.command_set,
+            service=service_name(msg),
+            direction="received",
+            writable=False,
+            dataset=dataset_source(msg),
+            transfer_syntax=_transfer_syntax(event.assoc, msg),
         )
         self._fire(Hook.MESSAGE_RECEIVED, association_info(event.assoc), view)
 
@@ -84,7 +93,12 @@ class Observers:
             return
         msg = event.message
         view = DimseMessage(
-            msg.command_set, service=service_name(msg), direction="sent", writable=False
+            msg.command_set,
+            service=service_name(msg),
+            direction="sent",
+            writable=False,
+            dataset=dataset_source(msg),
+            transfer_syntax=_transfer_syntax(event.assoc, msg),
         )
         self._fire(Hook.MESSAGE_SENT, association_info(event.assoc), view)
 
@@ -110,3 +124,62 @@ class Observers:
             primitive, service=service_name(primitive), direction="sent", writable=True
         )
         self._fire(Hook.BEFORE_SEND, association_info(assoc), view)
+
+
+class _FileSource:
+    """A dataset in a file from ``offset`` on: a received C-STORE's spool file, or the
+    instance file a C-STORE sub-operation is sent from."""
+
+    __slots__ = ("_offset", "_path")
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self._path, self._offset = path, offset
+
+    def size(self) -> int:
+        try:
+            return max(os.path.getsize(self._path) - self._offset, 0)
+        except OSError:  # a spool file dropped after a write error
+            return 0
+
+    def open(self) -> IO[bytes]:
+        fh = open(self._path, "rb")  # noqa: SIM115 - the caller closes it
+        fh.seek(self._offset)
+        return fh
+
+
+class _BufferSource:
+    """A dataset pynetdicom holds encoded in memory (identifiers, N-* attribute lists,
+    C-STOREs sent from a Dataset)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self, buffer: BytesIO) -> None:
+        self._buffer = buffer
+
+    def size(self) -> int:
+        with self._buffer.getbuffer() as view:
+            return view.nbytes
+
+    def open(self) -> IO[bytes]:
+        return BytesIO(self._buffer.getvalue())
+
+
+def dataset_source(msg: Any) -> _FileSource | _BufferSource | None:
+    """Where a pynetdicom DIMSE message's encoded dataset is, without reading it."""
+    spool = getattr(msg, "_data_set_file", None)
+    if isinstance(spool, SpoolFile):
+        return _FileSource(spool.path, spool.offset)
+    path = getattr(msg, "_data_set_path", None)
+    if isinstance(path, tuple):
+        return _FileSource(Path(path[0]), int(path[1]))
+    buffer = getattr(msg, "data_set", None)
+    if isinstance(buffer, BytesIO):
+        return _BufferSource(buffer)
+    return None
+
+
+def _transfer_syntax(assoc: Association, msg: Any) -> str:
+    context = getattr(assoc, "_accepted_cx", {}).get(getattr(msg, "context_id", None))
+    if context is None or not context.transfer_syntax:
+        return ""
+    return str(context.transfer_syntax[0])

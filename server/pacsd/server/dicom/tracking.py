@@ -1,12 +1,31 @@
-"""Live associations and traffic counters, fed by pynetdicom's notification events."""
+"""Live associations and traffic counters, fed by pynetdicom's notification events.
+
+Besides the counters ``GetServer`` shows, the tracker keeps what the control plane's
+association list, its event stream and the metrics read: messages per association,
+DIMSE messages by service and status, rejections by reason, and the bytes of
+associations that have closed (live ones are read from their sockets when asked).
+Everything is counted under one short lock on the association's own threads; the
+readers take snapshots.
+"""
 
 from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from pacsd.server.dicom.associations import association_info
+from pacsd.server.dicom.events import (
+    AssocEvent,
+    EventType,
+    message_kind,
+    message_status,
+    summarize,
+)
+from pacsd.server.fanout import Broadcaster
 from pynetdicom.association import Association
 
 
@@ -24,13 +43,45 @@ class LiveAssociation:
     id: str
     assoc: Association
     started: datetime
+    messages_received: int = 0
+    messages_sent: int = 0
+
+    @property
+    def bytes_received(self) -> int:
+        return _socket_bytes(self.assoc)[0]
+
+    @property
+    def bytes_sent(self) -> int:
+        return _socket_bytes(self.assoc)[1]
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What the metrics read: counters by label, and bytes of all associations."""
+
+    active: int = 0
+    counters: Counters = field(default_factory=Counters)
+    #: rejection reason ("paused", "limit", "addin", "negotiation") -> count
+    rejected: dict[str, int] = field(default_factory=dict)
+    #: (service, direction, "request"|"response") -> count
+    messages: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: (service, direction, status) -> count, responses only
+    statuses: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    bytes_received: int = 0
+    bytes_sent: int = 0
+
+
+def _socket_bytes(assoc: Association) -> tuple[int, int]:
+    sock: Any = getattr(assoc.dul, "socket", None)
+    return int(getattr(sock, "bytes_in", 0)), int(getattr(sock, "bytes_out", 0))
 
 
 class AssociationTracker:
     """Counts traffic and remembers which associations are alive.
 
     An association is live from the moment it is accepted until its connection closes;
-    the tracker holds the pynetdicom object so a graceful stop can abort stragglers.
+    the tracker holds the pynetdicom object so a graceful stop, or an operator, can
+    abort it. Lifecycle events and message summaries go to ``events`` subscribers.
     """
 
     def __init__(self) -> None:
@@ -38,41 +89,99 @@ class AssociationTracker:
         self._ids = itertools.count(1)
         self._live: dict[int, LiveAssociation] = {}
         self.counters = Counters()
+        self._rejected: Counter[str] = Counter()
+        self._messages: Counter[tuple[str, str, str]] = Counter()
+        self._statuses: Counter[tuple[str, str, int]] = Counter()
+        self._closed_bytes = [0, 0]
         self._idle = threading.Condition(self._lock)
+        #: Lifecycle events and message summaries, for WatchEvents.
+        self.events: Broadcaster[AssocEvent] = Broadcaster()
 
     def new_id(self) -> str:
         return f"a{next(self._ids)}"
+
+    # -- fed by the listener ----------------------------------------------------------
 
     def accepted(self, assoc: Association, assoc_id: str) -> None:
         with self._lock:
             self.counters.associations_accepted += 1
             self._live[id(assoc)] = LiveAssociation(assoc_id, assoc, datetime.now(UTC))
+        self._publish(EventType.ACCEPTED, assoc)
 
-    def rejected(self) -> None:
+    def rejected(self, assoc: Association | None = None, kind: str = "", why: str = "") -> None:
         with self._lock:
             self.counters.associations_rejected += 1
+            self._rejected[kind or "negotiation"] += 1
+        if assoc is not None:
+            self._publish(EventType.REJECTED, assoc, why)
 
-    def aborted(self) -> None:
+    def released(self, assoc: Association) -> None:
+        self._publish(EventType.RELEASED, assoc)
+
+    def aborted(self, assoc: Association | None = None) -> None:
         with self._lock:
             self.counters.associations_aborted += 1
+        if assoc is not None:
+            self._publish(EventType.ABORTED, assoc, getattr(assoc, "pacsd_abort_reason", ""))
 
     def closed(self, assoc: Association) -> None:
+        received, sent = _socket_bytes(assoc)
         with self._lock:
-            self._live.pop(id(assoc), None)
-            if not self._live:
-                self._idle.notify_all()
+            live = self._live.pop(id(assoc), None)
+            self._closed_bytes[0] += received
+            self._closed_bytes[1] += sent
+            # Wakes wait_idle and wait_closed (each re-checks its own condition).
+            self._idle.notify_all()
+        if live is not None:
+            self._publish(EventType.CLOSED, assoc)
 
-    def dimse_received(self) -> None:
-        with self._lock:
-            self.counters.dimse_messages_received += 1
+    def dimse_received(self, assoc: Association | None = None, msg: Any = None) -> None:
+        self._dimse(assoc, msg, "received")
 
-    def dimse_sent(self) -> None:
+    def dimse_sent(self, assoc: Association | None = None, msg: Any = None) -> None:
+        self._dimse(assoc, msg, "sent")
+
+    def _dimse(self, assoc: Association | None, msg: Any, direction: str) -> None:
+        service, response = message_kind(msg) if msg is not None else ("", False)
+        status = message_status(msg) if response else None
         with self._lock:
-            self.counters.dimse_messages_sent += 1
+            c = self.counters
+            if direction == "received":
+                c.dimse_messages_received += 1
+            else:
+                c.dimse_messages_sent += 1
+            if msg is not None:
+                self._messages[(service, direction, "response" if response else "request")] += 1
+                if status is not None:
+                    self._statuses[(service, direction, status)] += 1
+            live = self._live.get(id(assoc)) if assoc is not None else None
+            if live is not None:
+                if direction == "received":
+                    live.messages_received += 1
+                else:
+                    live.messages_sent += 1
+        if assoc is not None and msg is not None and self.events.active:
+            kind = EventType.MESSAGE_RECEIVED if direction == "received" else EventType.MESSAGE_SENT
+            self.events.publish(
+                AssocEvent.of(kind, association_info(assoc), message=summarize(msg))
+            )
+
+    def _publish(self, kind: EventType, assoc: Association, reason: str = "") -> None:
+        if self.events.active:
+            self.events.publish(AssocEvent.of(kind, association_info(assoc), reason))
+
+    # -- read by the control plane and the metrics ------------------------------------
 
     def live(self) -> list[LiveAssociation]:
         with self._lock:
             return list(self._live.values())
+
+    def find(self, assoc_id: str) -> LiveAssociation | None:
+        with self._lock:
+            for item in self._live.values():
+                if item.id == assoc_id:
+                    return item
+            return None
 
     def snapshot(self) -> tuple[int, Counters]:
         with self._lock:
@@ -85,7 +194,40 @@ class AssociationTracker:
                 c.dimse_messages_sent,
             )
 
+    def traffic(self) -> Traffic:
+        with self._lock:
+            live = list(self._live.values())
+            c = self.counters
+            traffic = Traffic(
+                active=len(live),
+                counters=Counters(
+                    c.associations_accepted,
+                    c.associations_rejected,
+                    c.associations_aborted,
+                    c.dimse_messages_received,
+                    c.dimse_messages_sent,
+                ),
+                rejected=dict(self._rejected),
+                messages=dict(self._messages),
+                statuses=dict(self._statuses),
+                bytes_received=self._closed_bytes[0],
+                bytes_sent=self._closed_bytes[1],
+            )
+            # Inside the lock: an association closing meanwhile must not count twice.
+            for item in live:
+                received, sent = _socket_bytes(item.assoc)
+                traffic.bytes_received += received
+                traffic.bytes_sent += sent
+        return traffic
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until no association is live or ``timeout`` passes; True if idle."""
         with self._lock:
             return self._idle.wait_for(lambda: not self._live, timeout=timeout)
+
+    def wait_closed(self, assoc_id: str, timeout: float) -> bool:
+        """Block until the association ``assoc_id`` is no longer live; True if gone."""
+        with self._lock:
+            return self._idle.wait_for(
+                lambda: all(item.id != assoc_id for item in self._live.values()), timeout=timeout
+            )

@@ -1,0 +1,584 @@
+"""Every pacsctl command on many servers: ``--endpoints a,b`` or ``--fleet fleet.toml``.
+
+The single-server commands are not rewritten for fleets. When a fleet option is given,
+``install`` has wrapped each command's callback so that it runs once per server,
+concurrently (``pacsd.client.Fleet``), each run seeing a CliContext of its own whose
+client is that server's and whose output is captured instead of printed. The captured
+results are then merged: one JSON document with an object per server, or one table with
+a SERVER column. That keeps a single definition of what each command does, and every
+command (including ones added later) gets fleet support by being registered.
+
+Exit status with a fleet: 0 when every server succeeded, 3 when none could be reached,
+4 otherwise (some failed or were unreachable); 2 for usage errors as always.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from pacsd.client.cli import render
+from pacsd.client.cli._base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNREACHABLE,
+    JSON,
+    CliContext,
+    exit_code,
+    one_line,
+)
+from pacsd.client.client import Client
+from pacsd.client.errors import PacsdError
+from pacsd.client.fleet import Fleet, error_to_dict
+from pacsd.client.inventory import (
+    DEFAULT_PARALLELISM,
+    FleetServer,
+    InventoryError,
+    load_inventory,
+)
+
+#: Attribute set on commands that run per server (wrapped) or handle fleets themselves.
+FAN_OUT = "pacsctl_fan_out"
+FLEET_NATIVE = "pacsctl_fleet_native"
+
+
+# -- choosing the servers -----------------------------------------------------------------
+
+
+def build_fleet(cli: CliContext, default_inventory: Path | None = None) -> Fleet:
+    """The fleet the global options name (or ``default_inventory``, or the single
+    ``--endpoint``); inventory problems are usage errors (exit 2), raised before any
+    server is contacted."""
+    opts = cli.fleet
+    parallelism = opts.parallelism if opts else None
+    try:
+        if opts is not None and opts.endpoints:
+            if opts.selector:
+                raise click.UsageError("--selector needs --fleet (endpoints have no labels)")
+            return Fleet.from_endpoints(
+                opts.endpoints,
+                timeout=cli.timeout,
+                parallelism=parallelism or DEFAULT_PARALLELISM,
+            )
+        path = opts.inventory if opts is not None and opts.inventory else default_inventory
+        if path is None:
+            if opts is not None and opts.selector:
+                raise click.UsageError("--selector needs --fleet")
+            return Fleet([FleetServer(cli.endpoint, cli.endpoint)], timeout=cli.timeout)
+        inventory = load_inventory(path)
+        selector = opts.selector if opts else None
+        fleet = Fleet.from_inventory(
+            inventory,
+            selector=selector,
+            timeout=cli.timeout if _timeout_given() else None,  # else the inventory's
+            parallelism=parallelism,
+        )
+    except InventoryError as exc:
+        hint = "--endpoints" if opts is not None and opts.endpoints else "--fleet"
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
+    if not len(fleet):
+        raise click.UsageError(f"no server in {path} matches selector {selector!r}")
+    return fleet
+
+
+def _timeout_given() -> bool:
+    """Whether --timeout (or PACSCTL_TIMEOUT) was set, so that it beats the
+    inventory's ``defaults.timeout``; pacsctl's own default does not."""
+    root = click.get_current_context().find_root()
+    source = root.get_parameter_source("timeout")
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+# -- running a command per server ------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one server's run of a command produced."""
+
+    server: FleetServer
+    exit_code: int = EXIT_OK
+    document: dict[str, Any] | None = None
+    text: str | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server.name,
+            "endpoint": self.server.endpoint,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "result": self.document,
+            "error": error_to_dict(self.error) if self.error is not None else None,
+        }
+
+
+@dataclass
+class _ServerCli(CliContext):
+    """A CliContext for one server of a fleet: its client is the fleet's (opened only
+    when the command asks for it), its output is kept instead of printed."""
+
+    outputs: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    fleet_client: Callable[[], Client] | None = None
+
+    def client(self) -> Client:
+        assert self.fleet_client is not None
+        return self.fleet_client()
+
+    def close(self) -> None:  # the Fleet owns the client
+        self._client = None
+
+    def emit(self, document: dict[str, Any], text: str) -> None:
+        self.outputs.append((document, text))
+
+
+def install(commands: Iterable[click.Command]) -> None:
+    """Make every command in ``commands`` (groups included, recursively) run per
+    server when a fleet option is given."""
+    for command in commands:
+        setattr(command, FAN_OUT, True)
+        if isinstance(command, click.Group):
+            install(command.commands.values())
+        elif command.callback is not None:
+            command.callback = _fan_out(command.callback)
+
+
+def supports_fleet(command: click.Command | None) -> bool:
+    return command is not None and bool(
+        getattr(command, FAN_OUT, False) or getattr(command, FLEET_NATIVE, False)
+    )
+
+
+def _fan_out(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        cli = ctx.find_object(CliContext)
+        if cli is None or cli.fleet is None or isinstance(cli, _ServerCli):
+            return callback(*args, **kwargs)
+        _run_on_fleet(ctx, cli, callback, kwargs)
+        return None
+
+    return wrapper
+
+
+def _run_on_fleet(
+    ctx: click.Context, cli: CliContext, callback: Callable[..., Any], params: dict[str, Any]
+) -> None:
+    fleet = build_fleet(cli)
+    with fleet:
+
+        def one(server: FleetServer) -> Outcome:
+            mine = _ServerCli(
+                endpoint=server.endpoint,
+                write_out=cli.write_out,
+                timeout=cli.timeout,
+                fleet_client=lambda: fleet.client(server.name),
+            )
+            # A sibling of the real context (same parent and name), so that usage
+            # errors raised inside show the command's own path.
+            sub = click.Context(ctx.command, parent=ctx.parent, info_name=ctx.info_name, obj=mine)
+            outcome = Outcome(server)
+            try:
+                sub.invoke(callback, **params)
+            except click.exceptions.Exit as exc:
+                outcome.exit_code = exc.exit_code
+            except PacsdError as exc:
+                outcome.exit_code, outcome.error = exit_code(exc), exc
+            if mine.outputs:
+                outcome.document, outcome.text = mine.outputs[-1]
+            return outcome
+
+        results = fleet.map_servers(one)
+    outcomes: list[Outcome] = []
+    for result in results:
+        if isinstance(result.error, click.ClickException):
+            if isinstance(result.error, click.UsageError):
+                result.error.ctx = ctx
+            raise result.error  # a usage error is the same on every server: report it once
+        if result.error is not None:  # a bug in a command: that server's failure
+            outcomes.append(Outcome(result.server, EXIT_ERROR, error=result.error))
+        else:
+            assert result.value is not None
+            outcomes.append(result.value)
+    emit_outcomes(cli, command_key(ctx), outcomes)
+    ctx.exit(fleet_exit_code(outcomes))
+
+
+def command_key(ctx: click.Context) -> str:
+    """``"server get"``, ``"status"``: the command path below ``pacsctl``."""
+    names: list[str] = []
+    node: click.Context | None = ctx
+    while node is not None and node.parent is not None:
+        names.append(node.info_name or "")
+        node = node.parent
+    return " ".join(reversed(names))
+
+
+def fleet_exit_code(outcomes: Sequence[Any]) -> int:
+    """0 all succeeded; 3 none reachable; 4 anything in between. Each item needs
+    ``ok`` and ``exit_code`` (or ``unreachable``)."""
+    if all(o.ok for o in outcomes):
+        return EXIT_OK
+    if outcomes and all(_unreachable(o) for o in outcomes):
+        return EXIT_UNREACHABLE
+    return EXIT_PARTIAL
+
+
+def _unreachable(outcome: Any) -> bool:
+    if hasattr(outcome, "exit_code"):
+        return bool(outcome.exit_code == EXIT_UNREACHABLE)
+    return bool(outcome.unreachable)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def error_line(name: str, error: BaseException) -> str:
+    """``pacsctl: error: [pacs3] cannot reach pacsd at ...: ... (UNAVAILABLE)``."""
+    if isinstance(error, PacsdError):
+        message = error.message
+        if error.unreachable:
+            message = f"cannot reach pacsd at {error.endpoint}: {message}"
+        tag = f"{error.code.name}/{error.reason}" if error.reason else error.code.name
+        return f"pacsctl: error: [{name}] {one_line(message)} ({tag})"
+    return f"pacsctl: error: [{name}] {one_line(f'{type(error).__name__}: {error}')}"
+
+
+def summary_line(total: int, failed: int, unreachable: int) -> str:
+    ok = total - failed
+    text = f"pacsctl: {ok} of {total} servers succeeded"
+    if failed:
+        text += f", {failed - unreachable} failed, {unreachable} unreachable"
+    return text
+
+
+def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    return {
+        "servers": len(outcomes),
+        "succeeded": sum(1 for o in outcomes if o.ok),
+        "failed": sum(1 for o in outcomes if not o.ok),
+        "unreachable": sum(1 for o in outcomes if o.exit_code == EXIT_UNREACHABLE),
+    }
+
+
+def emit_outcomes(cli: CliContext, key: str, outcomes: Sequence[Outcome]) -> None:
+    counts = summary(outcomes)
+    if cli.write_out == JSON:
+        document = {"servers": [o.to_dict() for o in outcomes], "summary": counts}
+        click.echo(json.dumps(document, indent=2, allow_nan=False))
+        return
+    answered = [o for o in outcomes if o.document is not None and o.text is not None]
+    if answered:
+        renderer = _RENDERERS.get(key, _generic)
+        click.echo(renderer(answered))
+    for o in outcomes:
+        if o.error is not None:
+            click.echo(error_line(o.server.name, o.error), err=True)
+    if counts["failed"]:
+        click.echo(
+            summary_line(counts["servers"], counts["failed"], counts["unreachable"]), err=True
+        )
+
+
+# -- tables with a SERVER column ------------------------------------------------------------
+
+
+def _generic(outcomes: Sequence[Outcome]) -> str:
+    """Commands without a fleet table of their own (added later, say): one-line results
+    become SERVER | RESULT; single tables get a SERVER column (key/value tables become
+    SERVER | KEY | VALUE); anything else is shown as one section per server."""
+    texts = [o.text or "" for o in outcomes]
+    if all("\n" not in t for t in texts):
+        return render.table(
+            [[o.server.name, t] for o, t in zip(outcomes, texts, strict=True)],
+            header=["SERVER", "RESULT"],
+        )
+    parsed = [_parse_table(t) for t in texts]
+    headers = {tuple(p[0]) for p in parsed if p is not None}
+    if all(p is not None for p in parsed) and len(headers) == 1:
+        (header,) = headers
+        rows = [
+            [o.server.name, *row]
+            for o, p in zip(outcomes, parsed, strict=True)
+            if p is not None
+            for row in p[1]
+        ]
+        return render.table(rows, header=["SERVER", *(header or ("KEY", "VALUE"))])
+    return "\n\n".join(f"== {o.server.name} ({o.server.endpoint})\n{o.text}" for o in outcomes)
+
+
+def _parse_table(text: str) -> tuple[tuple[str, ...], list[list[str]]] | None:
+    """The header (() when none) and rows of one ``render.table`` box, or None when
+    ``text`` is not exactly one such box (or a cell held the separator itself)."""
+    lines = text.splitlines()
+    if len(lines) < 3 or not all(line.startswith(("+", "|")) for line in lines):
+        return None
+    cells = [
+        [cell.strip() for cell in line[2:-2].split(" | ")]
+        for line in lines
+        if line.startswith("| ") and line.endswith(" |")
+    ]
+    if len(cells) != sum(1 for line in lines if line.startswith("|")) or not cells:
+        return None
+    has_header = lines[2].startswith("+") and len(lines) > 3
+    header = tuple(cells[0]) if has_header else ()
+    rows = cells[1:] if has_header else cells
+    width = len(cells[0])
+    if any(len(row) != width for row in cells) or (not has_header and width != 2):
+        return None
+    return header, rows
+
+
+def _doc(o: Outcome) -> dict[str, Any]:
+    assert o.document is not None
+    return o.document
+
+
+def _uptime(start: str | None) -> str:
+    if not start:
+        return "-"
+    try:
+        started = datetime.fromisoformat(start)
+    except ValueError:
+        return "-"
+    return render.duration((datetime.now(UTC) - started).total_seconds())
+
+
+def _servers(outcomes: Sequence[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        s = _doc(o)["server"]
+        c = s["counters"]
+        dicom = next((item for item in s["listeners"] if item["protocol"] == "dicom"), None)
+        rows.append(
+            [
+                o.server.name,
+                str(s["state"]).removeprefix("SERVER_STATE_"),
+                s["version"],
+                _uptime(s["start_time"]),
+                str(c["active_associations"]),
+                f"{c['associations_accepted']}/{c['associations_rejected']}"
+                f"/{c['associations_aborted']}",
+                f"{dicom['host']}:{dicom['port']}" if dicom else "-",
+            ]
+        )
+    return render.table(
+        rows,
+        header=[
+            "SERVER",
+            "STATE",
+            "VERSION",
+            "UPTIME",
+            "ACTIVE",
+            "ACCEPTED/REJECTED/ABORTED",
+            "DICOM",
+        ],
+    )
+
+
+def _changes(outcomes: Sequence[Outcome]) -> str:
+    """Server state changes: the one-line message, plus the state after."""
+    return render.table(
+        [
+            [
+                o.server.name,
+                o.text or "",
+                str(_doc(o)["server"]["state"]).removeprefix("SERVER_STATE_"),
+            ]
+            for o in outcomes
+        ],
+        header=["SERVER", "RESULT", "STATE"],
+    )
+
+
+def _health(outcomes: Sequence[Outcome]) -> str:
+    return render.table(
+        [[o.server.name, _doc(o)["status"]] for o in outcomes], header=["SERVER", "STATUS"]
+    )
+
+
+def _addin_state(value: Any) -> str:
+    return str(value).removeprefix("ADDIN_STATE_")
+
+
+def _addins(outcomes: Sequence[Outcome]) -> str:
+    rows = [
+        [
+            o.server.name,
+            a["name"],
+            _addin_state(a["state"]),
+            a["version"] or "-",
+            render.yes_no(a["healthy"]),
+            str(a["counters"]["calls"]),
+            str(a["counters"]["failures"]),
+            a["source"] or "-",
+        ]
+        for o in outcomes
+        for a in _doc(o)["addins"]
+    ]
+    if not rows:
+        return "no add-ins"
+    return render.table(
+        rows,
+        header=["SERVER", "NAME", "STATE", "VERSION", "HEALTHY", "CALLS", "FAILURES", "SOURCE"],
+    )
+
+
+def _addin(outcomes: Sequence[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        a = _doc(o)["addin"]
+        rows.append(
+            [
+                o.server.name,
+                a["name"],
+                _addin_state(a["state"]),
+                a["version"] or "-",
+                render.yes_no(a["healthy"]),
+                str(a["counters"]["calls"]),
+                str(a["counters"]["failures"]),
+                one_line(a["error"]) or "-",
+            ]
+        )
+    return render.table(
+        rows,
+        header=["SERVER", "NAME", "STATE", "VERSION", "HEALTHY", "CALLS", "FAILURES", "ERROR"],
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value, allow_nan=False)
+
+
+def _key_values(field_name: str, empty: str) -> Callable[[Sequence[Outcome]], str]:
+    def render_rows(outcomes: Sequence[Outcome]) -> str:
+        with_changed = any("changed" in _doc(o) for o in outcomes)
+        rows = []
+        for o in outcomes:
+            doc = _doc(o)
+            for key, value in sorted(doc[field_name].items()):
+                row = [o.server.name, key, _cell(value)]
+                if with_changed:
+                    row.append(render.yes_no(bool(doc.get("changed"))))
+                rows.append(row)
+        if not rows:
+            return empty
+        header = ["SERVER", "KEY", "VALUE"] + (["CHANGED"] if with_changed else [])
+        return render.table(rows, header=header)
+
+    return render_rows
+
+
+def _ae_rows(outcomes: Sequence[Outcome], key: str) -> str:
+    rows = []
+    for o in outcomes:
+        doc = _doc(o)
+        entries = doc[key] if key == "ae_titles" else [doc[key]]
+        rows += [
+            [o.server.name, e["ae_title"], e["host"], str(e["port"]), one_line(e["description"])]
+            for e in entries
+        ]
+    if not rows:
+        return "no AE titles"
+    return render.table(rows, header=["SERVER", "AE TITLE", "HOST", "PORT", "DESCRIPTION"])
+
+
+def _stats(outcomes: Sequence[Outcome]) -> str:
+    from pacsd.client.cli.storage import size_text
+
+    rows = []
+    for o in outcomes:
+        s = _doc(o)["stats"]
+        rows.append(
+            [
+                o.server.name,
+                str(s["patients"]),
+                str(s["studies"]),
+                str(s["series"]),
+                str(s["instances"]),
+                size_text(int(s["bytes"])),
+                s["index_backend"],
+            ]
+        )
+    return render.table(
+        rows,
+        header=["SERVER", "PATIENTS", "STUDIES", "SERIES", "INSTANCES", "SIZE", "INDEX"],
+    )
+
+
+def _studies(outcomes: Sequence[Outcome]) -> str:
+    from pacsd.client.cli.storage import size_text
+
+    rows = []
+    notes = []
+    for o in outcomes:
+        doc = _doc(o)
+        studies = doc["studies"]
+        for s in studies:
+            rows.append(
+                [
+                    o.server.name,
+                    s["study_date"] or "-",
+                    s["patient_id"] or "-",
+                    one_line(s["patient_name"]) or "-",
+                    ",".join(s["modalities"]) or "-",
+                    str(s["series"]),
+                    str(s["instances"]),
+                    size_text(int(s["bytes"])),
+                    s["study_instance_uid"],
+                ]
+            )
+        if doc["total_size"] > len(studies):
+            notes.append(f"{o.server.name}: {len(studies)} of {doc['total_size']} studies shown")
+    if not rows:
+        return "no studies"
+    text = render.table(
+        rows,
+        header=[
+            "SERVER",
+            "DATE",
+            "PATIENT ID",
+            "PATIENT NAME",
+            "MODALITIES",
+            "SERIES",
+            "INSTANCES",
+            "SIZE",
+            "STUDY INSTANCE UID",
+        ],
+    )
+    if notes:
+        text += "\n" + "\n".join(notes) + "; --limit 0 shows all"
+    return text
+
+
+_RENDERERS: dict[str, Callable[[Sequence[Outcome]], str]] = {
+    "status": _servers,
+    "server get": _servers,
+    "server start": _changes,
+    "server stop": _changes,
+    "server pause": _changes,
+    "server resume": _changes,
+    "health": _health,
+    "addin list": _addins,
+    "addin get": _addin,
+    "addin settings": _key_values("settings", "(no settings)"),
+    "addin invoke": _key_values("result", "(empty result)"),
+    "ae list": lambda outcomes: _ae_rows(outcomes, "ae_titles"),
+    "ae get": lambda outcomes: _ae_rows(outcomes, "ae_title"),
+    "storage stats": _stats,
+    "storage studies": _studies,
+}
