@@ -52,7 +52,15 @@ from pacsd.client.credentials import Credentials
 from pacsd.client.errors import InternalError, InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.fleet import FleetBase, FleetResults, ServerResult
 from pacsd.client.inventory import DEFAULT_PARALLELISM, FleetServer, Selector
-from pacsd.client.storage import MAX_PAGE_SIZE, Deletion, StudiesPage, StudyList, _deletion, _int32
+from pacsd.client.storage import (
+    Deletion,
+    StudiesPage,
+    StudyList,
+    _check_limit,
+    _deletion,
+    _int32,
+    _page_size,
+)
 
 __all__ = [
     "AsyncAETitlesAPI",
@@ -482,21 +490,12 @@ class AsyncStorageAPI:
         page_size: int,
         timeout: float | None,
     ) -> AsyncIterator[StudiesPage]:
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise InvalidArgument(
-                f"limit must be 0 or more, not {limit!r}",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "limit"},
-            )
+        _check_limit(limit)
         token = ""
         seen: set[str] = set()
         got = 0
         while limit is None or got < limit:
-            size = page_size
-            if limit is not None:
-                size = min(limit - got, page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+            size = _page_size(limit, got, page_size)
             page = await self.studies_page(
                 patient_id=patient_id,
                 date_from=date_from,

@@ -133,23 +133,12 @@ class StorageAPI:
         timeout: float | None,
     ) -> Iterator[StudiesPage]:
         """Pages from the first, cut so that at most ``limit`` studies come in all."""
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise InvalidArgument(
-                f"limit must be 0 or more, not {limit!r}",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "limit"},
-            )
+        _check_limit(limit)
         token = ""
         seen: set[str] = set()
         got = 0
         while limit is None or got < limit:
-            size = page_size
-            if limit is not None:
-                # Ask for no more than is still wanted, so a small limit costs one
-                # small call on a large archive.
-                size = min(limit - got, page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+            size = _page_size(limit, got, page_size)
             page = self.studies_page(
                 patient_id=patient_id,
                 date_from=date_from,
@@ -250,3 +239,21 @@ def _int32(value: int, field: str) -> int:
             metadata={"field": field},
         )
     return value
+
+
+def _check_limit(limit: int | None) -> None:
+    """Refuse a limit that is not a non-negative int before anything is sent."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgument(
+            f"limit must be 0 or more, not {limit!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "limit"},
+        )
+
+
+def _page_size(limit: int | None, got: int, page_size: int) -> int:
+    """Ask for no more than is still wanted, so a small limit costs one small call on a
+    large archive."""
+    if limit is None:
+        return page_size
+    return min(limit - got, page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
