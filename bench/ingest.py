@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Ingest benchmark: DCMTK ``storescu`` sends one corpus to pacsd and to two peers.
+"""Ingest benchmark: DCMTK ``storescu`` sends one corpus to pacsd and to three peers.
 
 In one run, the same synthetic corpus is sent with DCMTK ``storescu`` (``TCP_NODELAY=1``) to
 
 * ``pacsd``    -- ``pacsd serve`` with a fresh data dir: durable, indexed storage (the default);
 * ``storescp`` -- DCMTK ``storescp``, one process (no ``--fork``), writing files with ``-od``;
+* ``orthanc``  -- Orthanc (Debian's package) with its own configuration on loopback ports:
+  default SQLite index, uncompressed file storage, ``SyncStorageArea`` on (durable);
 * ``plain``    -- a plain pynetdicom storage SCP (this file, run as ``ingest.py _plain-scp DIR``):
   all ``StoragePresentationContexts``, default ``maximum_pdu_size``, an ``EVT_C_STORE`` handler
   that writes ``event.encoded_dataset()`` to a file and returns ``0x0000``;
@@ -45,8 +47,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-TARGETS = ("pacsd", "storescp", "plain")
-LABELS = {"pacsd": "pacsd", "storescp": "DCMTK storescp", "plain": "plain pynetdicom"}
+TARGETS = ("pacsd", "storescp", "orthanc", "plain")
+LABELS = {
+    "pacsd": "pacsd",
+    "storescp": "DCMTK storescp",
+    "orthanc": "Orthanc",
+    "plain": "plain pynetdicom",
+}
 SIZES = ("large", "small")
 ASSOCIATIONS = (1, 4)
 PARTS = 4  # the corpus is split in quarters, one per storescu in the 4-association runs
@@ -75,6 +82,9 @@ class Tools:
     pacsd: str
     python: str
     dcmtk_version: str
+    #: Orthanc's executable, when the run includes it.
+    orthanc: str = ""
+    orthanc_version: str = ""
 
 
 def _dcmtk(tool: str) -> str:
@@ -101,7 +111,25 @@ def _dcmtk(tool: str) -> str:
     return path
 
 
-def find_tools(pacsd: str | None) -> Tools:
+def _orthanc() -> tuple[str, str]:
+    path = shutil.which("Orthanc") or (
+        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
+    )
+    if path is None:
+        raise BenchError("Orthanc was not found; install it (apt-get install orthanc)")
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"{path} --version failed: {exc}") from exc
+    match = re.search(r"Orthanc (\d+\.\d+\.\d+)", out)
+    if match is None:
+        raise BenchError(f"{path} --version does not say which Orthanc it is")
+    return path, match[1]
+
+
+def find_tools(pacsd: str | None, with_orthanc: bool = True) -> Tools:
     storescu = _dcmtk("storescu")
     storescp = _dcmtk("storescp")
     if pacsd is None:
@@ -124,7 +152,16 @@ def find_tools(pacsd: str | None) -> Tools:
         .splitlines()
     )
     match = re.search(r"v(\d+\.\d+\.\d+)", first[0] if first else "")
-    return Tools(storescu, storescp, pacsd, sys.executable, match[1] if match else "?")
+    orthanc, orthanc_version = _orthanc() if with_orthanc else ("", "")
+    return Tools(
+        storescu,
+        storescp,
+        pacsd,
+        sys.executable,
+        match[1] if match else "?",
+        orthanc,
+        orthanc_version,
+    )
 
 
 # -------------------------------------------------------------------------- corpus
@@ -474,6 +511,48 @@ def start_storescp(tools: Tools, mdir: Path, extra: Sequence[str]) -> Server:
     raise BenchError(f"storescp did not start listening:\n    {_tail(mdir / 'storescp.stderr')}")
 
 
+def start_orthanc(tools: Tools, mdir: Path, extra: Sequence[str]) -> Server:
+    """Orthanc with its default SQLite index and file storage, durable writes on
+    (``SyncStorageArea``), no compression, HTTP on loopback only (not used)."""
+    storage = mdir / "orthanc-storage"
+    for _attempt in range(3):  # a free port may be taken between probe and bind
+        port, http_port = _free_port(), _free_port()
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(mdir / "orthanc-index"),
+            "StorageCompression": False,
+            "SyncStorageArea": True,
+            "DicomServerEnabled": True,
+            "DicomAet": "ORTHANC",
+            "DicomPort": port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "UnknownSopClassAccepted": True,
+            "DicomThreadsCount": 4,
+            "HttpServerEnabled": True,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [],
+            "ConcurrentJobs": 1,
+            **json.loads("{" + ",".join(extra) + "}"),
+        }
+        config_path = mdir / "orthanc.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        # Orthanc speaks DICOM through DCMTK, which keeps Nagle on unless told.
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        proc, stderr_path = _spawn([tools.orthanc, str(config_path)], mdir, "orthanc", env)
+        if _wait_port(proc, port, SERVER_START_TIMEOUT):
+            return Server(
+                "orthanc", proc, port, "ORTHANC", storage, stderr_path, (0,), _count_files
+            )
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    raise BenchError(f"Orthanc did not start listening:\n    {_tail(mdir / 'orthanc.stderr')}")
+
+
 PLAIN_LISTENING = re.compile(r"^listening port=(\d+)$")
 
 
@@ -489,6 +568,7 @@ def start_plain(tools: Tools, mdir: Path, extra: Sequence[str]) -> Server:
 STARTERS: dict[str, Callable[[Tools, Path, Sequence[str]], Server]] = {
     "pacsd": start_pacsd,
     "storescp": start_storescp,
+    "orthanc": start_orthanc,
     "plain": start_plain,
 }
 
@@ -643,7 +723,12 @@ def measure(
 ) -> Run:
     mdir = Path(tempfile.mkdtemp(prefix=f"{target}-{corpus.size}-x{associations}-", dir=work))
     try:
-        extra = {"pacsd": opts.pacsd_arg, "storescp": opts.storescp_arg, "plain": []}[target]
+        extra = {
+            "pacsd": opts.pacsd_arg,
+            "storescp": opts.storescp_arg,
+            "orthanc": opts.orthanc_setting,
+            "plain": [],
+        }[target]
         server = STARTERS[target](tools, mdir, extra)
         try:
             if associations == 1:
@@ -703,7 +788,10 @@ def report(
     import pynetdicom
 
     print()
-    print("pacsd ingest benchmark: DCMTK storescu -> pacsd / DCMTK storescp / plain pynetdicom")
+    print(
+        "pacsd ingest benchmark: DCMTK storescu -> pacsd / DCMTK storescp / Orthanc / "
+        "plain pynetdicom"
+    )
     print(
         f"  storescu {tools.dcmtk_version} with TCP_NODELAY=1; pynetdicom {pynetdicom.__version__},"
         f" pydicom {pydicom.__version__}, Python {platform.python_version()};"
@@ -747,17 +835,20 @@ def report(
             p = results.get(("pacsd", size, assoc))
             vs_scp = _ratio(p, results.get(("storescp", size, assoc)))
             vs_plain = _ratio(p, results.get(("plain", size, assoc)))
+            vs_orthanc = _ratio(p, results.get(("orthanc", size, assoc)))
             ratios.append(
                 {
                     "size": size,
                     "associations": assoc,
                     "pacsd_over_storescp": vs_scp,
+                    "pacsd_over_orthanc": vs_orthanc,
                     "pacsd_over_plain": vs_plain,
                 }
             )
             if p is not None:
                 print(
                     f"ratio {size} x{assoc}: pacsd/storescp={_fmt_ratio(vs_scp)} "
+                    f"pacsd/orthanc={_fmt_ratio(vs_orthanc)} "
                     f"pacsd/plain={_fmt_ratio(vs_plain)}"
                 )
     nagle_json: dict[str, Any] | None = None
@@ -780,6 +871,8 @@ def report(
         "tools": {
             "storescu": tools.storescu,
             "storescp": tools.storescp,
+            "orthanc": tools.orthanc,
+            "orthanc_version": tools.orthanc_version,
             "pacsd": tools.pacsd,
             "dcmtk": tools.dcmtk_version,
             "pynetdicom": pynetdicom.__version__,
@@ -807,7 +900,8 @@ def report(
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ingest.py",
-        description="C-STORE ingest: storescu -> pacsd, DCMTK storescp and plain pynetdicom.",
+        description="C-STORE ingest: storescu -> pacsd, DCMTK storescp, Orthanc and plain "
+        "pynetdicom.",
     )
     parser.add_argument(
         "--count",
@@ -858,6 +952,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--storescp-arg", action="append", default=[], help="extra argument for storescp"
     )
+    parser.add_argument(
+        "--orthanc-setting",
+        action="append",
+        default=[],
+        metavar="'\"NAME\": JSON'",
+        help="extra Orthanc configuration entry, e.g. '\"StorageCompression\": true'",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the pixel data")
     opts = parser.parse_args(argv)
     defaults = {"count": 400, "repeat": 3, "nagle_count": 200}
@@ -891,7 +992,7 @@ def _progress(message: str) -> None:
 def run(opts: argparse.Namespace) -> int:
     started = time.perf_counter()
     opts.load_before = _loadavg()
-    tools = find_tools(opts.pacsd)
+    tools = find_tools(opts.pacsd, with_orthanc="orthanc" in opts.targets)
     base = opts.workdir or Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pacsd-bench-ingest-", dir=base))

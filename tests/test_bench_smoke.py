@@ -17,7 +17,9 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "ingest.py"
 RATIO = re.compile(
-    r"^ratio (large|small) x(1|4): pacsd/storescp=\d+\.\d\d pacsd/plain=\d+\.\d\d$", re.M
+    r"^ratio (large|small) x(1|4): pacsd/storescp=\d+\.\d\d pacsd/orthanc=\d+\.\d\d "
+    r"pacsd/plain=\d+\.\d\d$",
+    re.M,
 )
 
 
@@ -46,7 +48,7 @@ def test_ingest_benchmark_quick_run(tmp_path: Path) -> None:
     assert ratios == {("large", "1"), ("large", "4"), ("small", "1"), ("small", "4")}, proc.stdout
     assert re.search(r"^default Nagle .*pacsd small x1: \d", proc.stdout, re.M), proc.stdout
     assert re.search(
-        r"^verified: 13 measurements, every storescu exited 0 and every target received "
+        r"^verified: 17 measurements, every storescu exited 0 and every target received "
         r"every instance",
         proc.stdout,
         re.M,
@@ -54,7 +56,7 @@ def test_ingest_benchmark_quick_run(tmp_path: Path) -> None:
 
     figures = json.loads(out_json.read_text())
     results = figures["results"]
-    targets = ("pacsd", "storescp", "plain")
+    targets = ("pacsd", "storescp", "orthanc", "plain")
     assert {(r["target"], r["size"], r["associations"]) for r in results} == {
         (t, s, a) for t in targets for s in ("large", "small") for a in (1, 4)
     }

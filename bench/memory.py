@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Memory benchmark: the server's peak RSS while it receives one very large instance.
+
+DCMTK ``storescu`` (``TCP_NODELAY=1``) sends one instance of ``--size-mb`` megabytes
+(default 1024: a 2048-frame 512x512 16-bit multi-frame CT, Explicit VR Little Endian) to
+each target, started fresh, one after the other:
+
+* ``pacsd``    -- ``pacsd serve`` (spools P-DATA to disk as it arrives, indexes from the
+  header);
+* ``storescp`` -- DCMTK ``storescp``, started as in ``ingest.py`` (the peer: a C++ SCP,
+  which assembles the dataset in memory before writing it);
+* ``plain``    -- a plain pynetdicom SCP that writes ``event.encoded_dataset()`` (holds the
+  whole dataset in memory, as pynetdicom does by default).
+
+For each: the process's resident set before the send (``VmRSS``), its peak over the whole
+run (``VmHWM``, from ``/proc/PID/status``), the growth (peak - before), the seconds the
+send took, and that the instance arrived whole (size of what the server wrote). Ratios:
+pacsd's growth over storescp's and over the plain SCP's. The issue's target is a pacsd
+peak under 200 MB.
+
+    python bench/memory.py [--size-mb N] [--targets pacsd,storescp,plain] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest  # the sibling benchmark: tools, server starters, storescu runner
+
+TARGETS = ("pacsd", "storescp", "plain")
+FRAME = 512 * 512 * 2
+MIB = 1024 * 1024
+
+
+def build_instance(path: Path, size_mb: int) -> int:
+    """A multi-frame CT of about ``size_mb`` MiB, written without holding the pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    frames = max(1, size_mb * MIB // FRAME)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ingest.CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.PatientName = "MEMBENCH", "Memory^Bench"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.StudyDate = "CT", "20260101"
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.save_as(path, enforce_file_format=True)
+    pixels = frames * FRAME
+    chunk = bytes(range(256)) * (MIB // 256)
+    with path.open("ab") as f:
+        # (7FE0,0010) OW, explicit VR little endian: tag, VR, 2 reserved, 4-byte length.
+        f.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, pixels))
+        for _ in range(pixels // MIB):
+            f.write(chunk)
+        f.write(chunk[: pixels % MIB])
+    return path.stat().st_size
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise ingest.BenchError(f"/proc/{pid}/status has no {field}")
+
+
+def biggest_file(folder: Path) -> int:
+    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix != ".db"]
+    return max(sizes, default=0)
+
+
+def measure(tools: ingest.Tools, target: str, instance: Path, work: Path) -> dict[str, Any]:
+    mdir = Path(tempfile.mkdtemp(prefix=f"mem-{target}-", dir=work))
+    try:
+        server = ingest.STARTERS[target](tools, mdir, [])
+        try:
+            time.sleep(0.5)  # let the server settle before reading its baseline
+            before = status_kb(server.proc.pid, "VmRSS")
+            seconds = ingest.run_storescu(tools, server, [[instance]], True, 1800, mdir)
+            peak = status_kb(server.proc.pid, "VmHWM")
+            server.check_alive()
+            server.stop()
+        finally:
+            server.kill()
+        # pacsd stores under DATA_DIR/blobs; the others write into their output folder.
+        received = biggest_file(server.out_dir)
+    finally:
+        shutil.rmtree(mdir, ignore_errors=True)
+        os.sync()
+    return {
+        "target": target,
+        "rss_before_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "growth_mb": round((peak - before) / 1024, 1),
+        "seconds": round(seconds, 2),
+        "received_bytes": received,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="instance size in MiB")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
+    if not targets or set(targets) - set(TARGETS):
+        parser.error(f"--targets: choose from {','.join(TARGETS)}")
+    try:
+        tools = ingest.find_tools(None, with_orthanc=False)
+    except ingest.BenchError as exc:
+        print(f"memory.py: error: {exc}", file=sys.stderr)
+        return 1
+    base = args.workdir or Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pacsd-bench-memory-", dir=base))
+    try:
+        instance = work / "big.dcm"
+        print(f"building a {args.size_mb} MiB instance in {instance}", file=sys.stderr)
+        size = build_instance(instance, args.size_mb)
+        results = []
+        for target in targets:
+            print(f"sending it to {target}", file=sys.stderr)
+            result = measure(tools, target, instance, work)
+            # pacsd and storescp keep the file as sent; the plain SCP drops the file meta.
+            if result["received_bytes"] < size - 4096:
+                raise ingest.BenchError(
+                    f"{target} wrote {result['received_bytes']} bytes of a {size}-byte instance"
+                )
+            results.append(result)
+    except ingest.BenchError as exc:
+        print(f"memory.py: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    by_target = {r["target"]: r for r in results}
+    print(f"one {size / MIB:.0f} MiB instance, storescu {tools.dcmtk_version} with TCP_NODELAY=1")
+    print(f"{'target':<10} {'RSS before':>11} {'peak RSS':>9} {'growth':>8} {'send s':>7}")
+    for r in results:
+        print(
+            f"{r['target']:<10} {r['rss_before_mb']:>8.1f} MB {r['peak_rss_mb']:>6.1f} MB "
+            f"{r['growth_mb']:>5.1f} MB {r['seconds']:>7.2f}"
+        )
+    ratios = {}
+    pacsd = by_target.get("pacsd")
+    for peer in ("storescp", "plain"):
+        if pacsd and peer in by_target and by_target[peer]["growth_mb"] > 0:
+            ratios[f"pacsd_growth_over_{peer}"] = round(
+                pacsd["growth_mb"] / by_target[peer]["growth_mb"], 4
+            )
+    if ratios:
+        print("ratio " + " ".join(f"{k}={v}" for k, v in ratios.items()))
+    if pacsd:
+        verdict = "met" if pacsd["peak_rss_mb"] < 200 else "NOT met"
+        print(f"target: pacsd peak RSS under 200 MB: {verdict} ({pacsd['peak_rss_mb']:.1f} MB)")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"size_bytes": size, "results": results, "ratios": ratios}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
