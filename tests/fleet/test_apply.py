@@ -231,7 +231,16 @@ BAD_FILES = [
         """,
         "AE title X is declared differently by groups a and b",
     ),
-    ("[groups.a.server]\nlog_level = 'DEBUG'\n", "no settings RPC"),
+    (
+        """
+        [groups.a.server]
+        log_level = "DEBUG"
+        [groups.b.server]
+        log_level = "INFO"
+        """,
+        "server setting log_level = 'DEBUG' (group a) vs 'INFO' (group b)",
+    ),
+    ("[groups.a.server]\nlimits = { x = 1 }\n", "server settings are single values"),
     ("[groups.a.addins.x]\nstate = 'on'\n", "state: must be one of"),
     ("[groups.a.ae_titles.X]\nhost = 'h'\nport = 0\n", "port: must be an integer"),
     ("[groups.a.ae_titles.X]\nabsent = true\nport = 1\n", "takes no other keys"),
@@ -289,3 +298,62 @@ def test_prune_and_absent_ae_titles(start_fleet: StartFleet, tmp_path: Path) -> 
             assert [e.ae_title for e in client.aetitles.list()] == ["KEEP"]
     again = pacsctl_json("--endpoints", endpoints, "apply", "-f", str(desired))
     assert again["changed"] is False
+
+
+def test_apply_server_settings(start_fleet: StartFleet, tmp_path: Path) -> None:
+    """Log level and limits are declared like the rest; the server validates them while
+    planning, so a restart-only setting fails the plan and changes nothing."""
+    servers = start_fleet(2)
+    folder = tmp_path / "site"
+    folder.mkdir()
+    write_inventory(folder / "fleet.toml", servers)
+    desired = folder / "desired.toml"
+    desired.write_text(
+        textwrap.dedent(
+            """
+            inventory = "fleet.toml"
+            [groups.all.server]
+            log_level = "debug"
+            max_associations = 7
+            handler_time_limit = 12.5
+            ae_title = "PACSD"      # needs a restart, but already in force: in sync
+            """
+        )
+    )
+    planned = pacsctl_json("diff", "-f", str(desired))
+    step = by_server(planned)["pacs1"]["changes"]
+    assert [(c["target"], c["action"]) for c in step] == [("server_settings", "settings")]
+    assert step[0]["before"] == {
+        "handler_time_limit": 60,
+        "log_level": "INFO",
+        "max_associations": 64,
+    }
+    assert step[0]["after"] == {
+        "handler_time_limit": 12.5,
+        "log_level": "DEBUG",
+        "max_associations": 7,
+    }
+    with Client(servers[0].endpoint) as client:
+        assert client.server.settings().settings["max_associations"] == 64  # diff: no change
+
+    applied = run_fleet_pacsctl("apply", "-f", str(desired))
+    assert applied.returncode == 0, applied
+    assert "  ~ server settings: handler_time_limit 60 -> 12.5, log_level " in applied.stdout
+    for server in servers:
+        with Client(server.endpoint) as client:
+            values = client.server.settings().settings
+            assert (values["max_associations"], values["handler_time_limit"]) == (7, 12.5)
+            assert client.logs.levels().default == "DEBUG"
+    again = pacsctl_json("apply", "-f", str(desired))
+    assert again["changed"] is False and again["summary"]["in_sync"] == 2
+
+    desired.write_text(
+        'inventory = "fleet.toml"\n[groups.all.server]\nmax_associations = 9\ndicom_port = 1\n'
+    )
+    refused = pacsctl_json("apply", "-f", str(desired), status=4)
+    for item in refused["servers"]:
+        assert item["ok"] is False and item["changes"] == []
+        assert item["error"]["reason"] == "SETTING_REQUIRES_RESTART"
+        assert item["error"]["metadata"]["fields"] == "dicom_port"
+    with Client(servers[0].endpoint) as client:
+        assert client.server.settings().settings["max_associations"] == 7

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +103,33 @@ def small_instance(patient_id: str = "PAT1", **extra: str) -> Dataset:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+def storescu(
+    port: int,
+    files: Iterable[Path],
+    *,
+    calling: str = "MODALITY",
+    extra: Sequence[str] = (),
+    timeout: float = 120,
+    verbose: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """DCMTK storescu sending ``files`` to pacsd (AE PACSD) over one association."""
+    return subprocess.run(
+        [
+            dcmtk("storescu"),
+            *(["-v"] if verbose else []),
+            "-aet",
+            calling,
+            "-aec",
+            "PACSD",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dcmtk_env(),
+    )

@@ -221,6 +221,8 @@ def test_pacsctl_ae_crud_json(pacsd: PacsdProcess) -> None:
             "host": "127.0.0.1",
             "port": 104,
             "description": "PACS",
+            "allowed_addresses": [],
+            "permissions": "all",
         },
         "changed": True,
     }
@@ -274,7 +276,7 @@ def test_pacsctl_ae_tables(pacsd: PacsdProcess) -> None:
     assert run.returncode == 0
     lines = run.stdout.splitlines()
     assert "AE TITLE" in lines[1] and "HOST" in lines[1] and "PORT" in lines[1]
-    assert "| ARCHIVE  | 127.0.0.1 | 104  | -           |" in lines
+    assert "| ARCHIVE  | 127.0.0.1 | 104  | any          | all         | -           |" in lines
     run = run_pacsctl(pacsd, "ae", "get", "NOPE")
     assert run.returncode == 1
     assert run.stdout == ""

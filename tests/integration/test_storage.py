@@ -21,6 +21,7 @@ from pynetdicom import AE, _config
 
 from tests import corpus
 from tests.conftest import PacsdProcess, dcmtk, dcmtk_env
+from tests.integration import dicom_peers
 from tests.pg import index_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,24 +61,7 @@ def blob_files(server: PacsdProcess) -> dict[str, Path]:
 def storescu(
     port: int, *files: Path, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            dcmtk("storescu"),
-            "-v",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "PACSD",
-            *extra,
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dcmtk_env(),
-    )
+    return dicom_peers.storescu(port, files, extra=extra)
 
 
 def test_storescu_corpus_is_stored_bit_for_bit(

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PacsdProcess, dcmtk, dcmtk_env
+from tests.integration import dicom_peers
 
 CALLING = "OBS_SCU"
 
@@ -39,22 +40,8 @@ def storescu(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """DCMTK storescu sending ``files`` over one association."""
-    return subprocess.run(
-        [
-            dcmtk("storescu"),
-            "-aet",
-            calling,
-            "-aec",
-            "PACSD",
-            *extra,
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dcmtk_env(),
+    return dicom_peers.storescu(
+        port, files, calling=calling, extra=extra, timeout=timeout, verbose=False
     )
 
 

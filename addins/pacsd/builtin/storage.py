@@ -6,7 +6,7 @@ It is a thin policy layer over the ``storage`` base service, which does the work
 
 from __future__ import annotations
 
-from pacsd.addin import Addin, AddinSettings, StoreRequest, dimse, sop
+from pacsd.addin import Addin, AddinSettings, Permission, StoreRequest, dimse, sop
 from pacsd.addin.storage import OnDuplicate
 
 
@@ -25,7 +25,13 @@ class StorageAddin(Addin):
     @dimse.c_store(sop_classes=sop.ALL_STORAGE, transfer_syntaxes=sop.ALL_TRANSFER_SYNTAXES)
     def on_store(self, req: StoreRequest) -> int:
         settings: StorageSettings = self.ctx.settings
-        outcome = self.ctx.storage.store(req, settings.duplicates)
+        duplicates = settings.duplicates
+        if duplicates is OnDuplicate.OVERWRITE and (
+            Permission.OVERWRITE not in req.association.permissions
+        ):
+            # A peer without "overwrite" never replaces what is archived: 0x0111.
+            duplicates = OnDuplicate.REJECT
+        outcome = self.ctx.storage.store(req, duplicates)
         if outcome.comment and outcome.status:
             self.ctx.log.warning(
                 "C-STORE of %s answered 0x%04X: %s",

@@ -10,8 +10,9 @@ configuration script can apply its desired state again and again.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 from google.protobuf import field_mask_pb2
 from pacsd.admin.v1 import aetitles_pb2, aetitles_pb2_grpc
@@ -20,7 +21,12 @@ from pacsd.client.errors import InternalError, InvalidArgument
 if TYPE_CHECKING:
     from pacsd.client.client import Client
 
-__all__ = ["AETitleChange", "AETitlesAPI"]
+__all__ = ["PERMISSIONS", "AETitleChange", "AETitlesAPI", "permission_names"]
+
+#: Permission names, as the server, the settings file and pacsctl spell them.
+PERMISSIONS = ("echo", "store", "find", "move", "get", "n-services", "overwrite", "delete")
+#: ``permissions=ALL`` grants every permission (the proto field left unset).
+PermissionsArg = Iterable[str] | Literal["all"] | None
 
 #: Extra time the call's deadline allows beyond the C-ECHO's own wait: association
 #: setup and release around it, so the server's answer (and its reason) arrives.
@@ -92,19 +98,19 @@ class AETitlesAPI:
         port: int,
         description: str = "",
         *,
+        allowed_addresses: Iterable[str] = (),
+        permissions: PermissionsArg = None,
         timeout: float | None = None,
     ) -> AETitleChange:
         """Register a peer; ``changed`` is False when the identical entry existed.
 
-        An entry with the same AE title but other values is not overwritten: that
-        raises ``AlreadyExists`` (use ``update``).
+        ``allowed_addresses`` (IPs, CIDR networks, host names; empty: any) limits where
+        associations calling as this AE title may come from; ``permissions`` (names from
+        ``PERMISSIONS``; None or "all": every one) what they may ask for. An entry with
+        the same AE title but other values is not overwritten: that raises
+        ``AlreadyExists`` (use ``update``).
         """
-        entry = aetitles_pb2.AETitle(
-            ae_title=ae_title,
-            host=host,
-            port=_port(port),
-            description=description,
-        )
+        entry = create_message(ae_title, host, port, description, allowed_addresses, permissions)
         response = self._client._call(
             self._stub.CreateAETitle, aetitles_pb2.CreateAETitleRequest(ae_title=entry), timeout
         )
@@ -117,34 +123,19 @@ class AETitlesAPI:
         host: str | None = None,
         port: int | None = None,
         description: str | None = None,
+        allowed_addresses: Iterable[str] | None = None,
+        permissions: PermissionsArg = None,
         timeout: float | None = None,
     ) -> AETitleChange:
         """Change the fields given; the others keep their values.
 
-        ``changed`` is False when every given value was already stored. Giving no
-        field at all is refused (``InvalidArgument``), because an empty update mask
-        means "replace every field" to the server.
+        ``allowed_addresses=[]`` allows every address again and ``permissions="all"``
+        grants every permission again; None leaves either as it is. ``changed`` is False
+        when every given value was already stored. Giving no field at all is refused
+        (``InvalidArgument``), because an empty update mask means "replace every field"
+        to the server.
         """
-        paths = []
-        entry = aetitles_pb2.AETitle(ae_title=ae_title)
-        if host is not None:
-            entry.host = host
-            paths.append("host")
-        if port is not None:
-            entry.port = _port(port)
-            paths.append("port")
-        if description is not None:
-            entry.description = description
-            paths.append("description")
-        if not paths:
-            raise InvalidArgument(
-                "give at least one of host, port, description to update",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "update_mask"},
-            )
-        request = aetitles_pb2.UpdateAETitleRequest(
-            ae_title=entry, update_mask=field_mask_pb2.FieldMask(paths=paths)
-        )
+        request = update_request(ae_title, host, port, description, allowed_addresses, permissions)
         response = self._client._call(self._stub.UpdateAETitle, request, timeout)
         return AETitleChange(response.ae_title, response.changed)
 
@@ -190,6 +181,105 @@ class AETitlesAPI:
 
 #: ``AETitlesAPI.list`` shadows the builtin inside the class body, so annotate through this.
 _AETitleList = list[aetitles_pb2.AETitle]
+
+
+def create_message(
+    ae_title: str,
+    host: str,
+    port: int,
+    description: str,
+    allowed_addresses: Iterable[str],
+    permissions: PermissionsArg,
+) -> aetitles_pb2.AETitle:
+    """The AETitle a create sends (shared by the sync and async clients)."""
+    entry = aetitles_pb2.AETitle(
+        ae_title=ae_title,
+        host=host,
+        port=_port(port),
+        description=description,
+        allowed_addresses=_addresses(allowed_addresses),
+    )
+    _set_permissions(entry, permissions)
+    return entry
+
+
+def update_request(
+    ae_title: str,
+    host: str | None,
+    port: int | None,
+    description: str | None,
+    allowed_addresses: Iterable[str] | None,
+    permissions: PermissionsArg,
+) -> aetitles_pb2.UpdateAETitleRequest:
+    """The UpdateAETitleRequest for the fields given; refuses an update of nothing."""
+    paths = []
+    entry = aetitles_pb2.AETitle(ae_title=ae_title)
+    if host is not None:
+        entry.host = host
+        paths.append("host")
+    if port is not None:
+        entry.port = _port(port)
+        paths.append("port")
+    if description is not None:
+        entry.description = description
+        paths.append("description")
+    if allowed_addresses is not None:
+        entry.allowed_addresses.extend(_addresses(allowed_addresses))
+        paths.append("allowed_addresses")
+    if permissions is not None:
+        _set_permissions(entry, permissions)
+        paths.append("permissions")
+    if not paths:
+        raise InvalidArgument(
+            "give at least one of host, port, description, allowed_addresses, permissions "
+            "to update",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "update_mask"},
+        )
+    return aetitles_pb2.UpdateAETitleRequest(
+        ae_title=entry, update_mask=field_mask_pb2.FieldMask(paths=paths)
+    )
+
+
+def permission_names(entry: aetitles_pb2.AETitle) -> list[str] | None:
+    """The entry's permissions by name, in ``PERMISSIONS`` order; None means all."""
+    if not entry.HasField("permissions"):
+        return None
+    granted = {_name(v) for v in entry.permissions.values}
+    return [p for p in PERMISSIONS if p in granted] + sorted(granted - set(PERMISSIONS))
+
+
+def _name(value: int) -> str:
+    try:
+        enum_name = aetitles_pb2.Permission.Name(value)
+    except ValueError:  # a newer server's permission
+        return str(value)
+    return enum_name.removeprefix("PERMISSION_").lower().replace("_", "-")
+
+
+def _addresses(values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):  # one address given bare would become its characters
+        values = [values]
+    return [str(v) for v in values]
+
+
+def _set_permissions(entry: aetitles_pb2.AETitle, permissions: PermissionsArg) -> None:
+    if permissions is None or permissions == "all":
+        return  # unset: every permission
+    if isinstance(permissions, str):
+        permissions = [p for p in permissions.split(",") if p.strip()]
+    entry.permissions.SetInParent()
+    for name in permissions:
+        key = "PERMISSION_" + name.strip().upper().replace("-", "_")
+        if name.strip().lower() not in PERMISSIONS:
+            raise InvalidArgument(
+                f"{name!r} is not a permission; use {', '.join(PERMISSIONS)} or 'all'",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "ae_title.permissions"},
+            )
+        entry.permissions.values.append(
+            cast(aetitles_pb2.Permission, aetitles_pb2.Permission.Value(key))
+        )
 
 
 def _port(port: int) -> int:

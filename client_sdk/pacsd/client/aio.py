@@ -33,7 +33,6 @@ from typing import Any, Self, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import field_mask_pb2
 from pacsd.admin.v1 import (
     addins_pb2,
     addins_pb2_grpc,
@@ -46,9 +45,22 @@ from pacsd.admin.v1 import (
 )
 from pacsd.client import _health
 from pacsd.client.addins import AddinChange, SettingsChange, from_struct, to_struct
-from pacsd.client.aetitles import _ECHO_SLACK, AETitleChange, _port
-from pacsd.client.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, Change, _set_grace
-from pacsd.client.credentials import Credentials
+from pacsd.client.aetitles import (
+    _ECHO_SLACK,
+    AETitleChange,
+    PermissionsArg,
+    create_message,
+    update_request,
+)
+from pacsd.client.client import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_TIMEOUT,
+    Change,
+    ServerSettings,
+    SettingsUpdate,
+    _set_grace,
+)
+from pacsd.client.credentials import Credentials, PathArg, resolve
 from pacsd.client.errors import InternalError, InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.fleet import FleetBase, FleetResults, ServerResult
 from pacsd.client.inventory import DEFAULT_PARALLELISM, FleetServer, Selector
@@ -89,11 +101,16 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> None:
         if not endpoint.strip():
             raise ValueError("endpoint must not be empty")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        credentials = resolve(credentials, token=token, cacert=cacert, cert=cert, key=key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self.credentials = credentials
@@ -211,6 +228,30 @@ class AsyncServerAPI:
             self._stub.ResumeServer, server_pb2.ResumeServerRequest(), timeout
         )
         return Change(response.server, response.changed)
+
+    async def settings(self, *, timeout: float | None = None) -> ServerSettings:
+        response = await self._client._call(
+            self._stub.GetSettings, server_pb2.GetSettingsRequest(), timeout
+        )
+        return ServerSettings(from_struct(response.settings), tuple(response.runtime_settings))
+
+    async def update_settings(
+        self,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        validate_only: bool = False,
+        timeout: float | None = None,
+        **more: Any,
+    ) -> SettingsUpdate:
+        merged = {**(changes or {}), **more}
+        request = server_pb2.UpdateSettingsRequest(
+            settings=to_struct(merged, "settings"), validate_only=validate_only
+        )
+        response = await self._client._call(self._stub.UpdateSettings, request, timeout)
+        return SettingsUpdate(
+            from_struct(response.settings), tuple(response.changed_fields), response.changed
+        )
 
 
 class AsyncAddinsAPI:
@@ -354,11 +395,11 @@ class AsyncAETitlesAPI:
         port: int,
         description: str = "",
         *,
+        allowed_addresses: Iterable[str] = (),
+        permissions: PermissionsArg = None,
         timeout: float | None = None,
     ) -> AETitleChange:
-        entry = aetitles_pb2.AETitle(
-            ae_title=ae_title, host=host, port=_port(port), description=description
-        )
+        entry = create_message(ae_title, host, port, description, allowed_addresses, permissions)
         response = await self._client._call(
             self._stub.CreateAETitle, aetitles_pb2.CreateAETitleRequest(ae_title=entry), timeout
         )
@@ -371,28 +412,11 @@ class AsyncAETitlesAPI:
         host: str | None = None,
         port: int | None = None,
         description: str | None = None,
+        allowed_addresses: Iterable[str] | None = None,
+        permissions: PermissionsArg = None,
         timeout: float | None = None,
     ) -> AETitleChange:
-        paths = []
-        entry = aetitles_pb2.AETitle(ae_title=ae_title)
-        if host is not None:
-            entry.host = host
-            paths.append("host")
-        if port is not None:
-            entry.port = _port(port)
-            paths.append("port")
-        if description is not None:
-            entry.description = description
-            paths.append("description")
-        if not paths:
-            raise InvalidArgument(
-                "give at least one of host, port, description to update",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "update_mask"},
-            )
-        request = aetitles_pb2.UpdateAETitleRequest(
-            ae_title=entry, update_mask=field_mask_pb2.FieldMask(paths=paths)
-        )
+        request = update_request(ae_title, host, port, description, allowed_addresses, permissions)
         response = await self._client._call(self._stub.UpdateAETitle, request, timeout)
         return AETitleChange(response.ae_title, response.changed)
 
@@ -589,8 +613,22 @@ class AsyncFleet(FleetBase):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         parallelism: int = DEFAULT_PARALLELISM,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> None:
-        super().__init__(servers, timeout=timeout, parallelism=parallelism)
+        super().__init__(
+            servers,
+            timeout=timeout,
+            parallelism=parallelism,
+            credentials=credentials,
+            token=token,
+            cacert=cacert,
+            cert=cert,
+            key=key,
+        )
         self._clients: dict[str, AsyncClient] = {}
         self._closed = False
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -20,15 +20,24 @@ from typing import Any, Self, TypeVar
 import grpc
 from pacsd.admin.v1 import server_pb2, server_pb2_grpc
 from pacsd.client import _health
-from pacsd.client.addins import AddinsAPI
+from pacsd.client.addins import AddinsAPI, from_struct, to_struct
 from pacsd.client.aetitles import AETitlesAPI
 from pacsd.client.associations import AssociationsAPI
-from pacsd.client.credentials import Credentials
+from pacsd.client.credentials import Credentials, PathArg, resolve
 from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.logs import LogsAPI
+from pacsd.client.security import SecurityAPI
 from pacsd.client.storage import StorageAPI
 
-__all__ = ["DEFAULT_ENDPOINT", "DEFAULT_TIMEOUT", "Change", "Client", "ServerAPI"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_TIMEOUT",
+    "Change",
+    "Client",
+    "ServerAPI",
+    "ServerSettings",
+    "SettingsUpdate",
+]
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
@@ -48,6 +57,25 @@ class Change:
     changed: bool
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """Every setting in force (keyed as in the TOML file, secrets masked) and the names
+    ``update_settings`` can change without a restart."""
+
+    settings: dict[str, Any]
+    runtime_settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SettingsUpdate:
+    """Result of ``update_settings``: every setting after it, the names whose value
+    changed (would change, with ``validate_only``), and whether there were any."""
+
+    settings: dict[str, Any]
+    changed_fields: tuple[str, ...]
+    changed: bool
+
+
 class Client:
     """A connection to one pacsd control plane, e.g. ``Client("127.0.0.1:50051")``.
 
@@ -56,9 +84,13 @@ class Client:
     seconds of each call; every method also takes ``timeout=`` to override it once.
     Misuse (an empty endpoint, a non-positive timeout, calling after ``close()``) raises
     ValueError; everything that goes wrong on the wire raises a PacsdError.
-    ``credentials`` (see ``pacsd.client.credentials``) adds a bearer token to every call
-    and/or makes the channel TLS; unusable credentials raise ``CredentialsError``
-    (a ValueError) here, before anything is sent.
+    ``credentials`` (see ``pacsd.client.credentials``), or the same given directly as
+    ``token`` (sent as a bearer token with every call), ``cacert`` (PEM that verifies
+    the server: TLS), ``cert`` and ``key`` (the client's own certificate: mutual TLS),
+    authenticate the client; unusable credentials raise ``CredentialsError`` (a
+    ValueError) here, before anything is sent, e.g. a token over plaintext to a host
+    that is not loopback. A refusal by the server raises ``Unauthenticated`` or
+    ``PermissionDenied``.
     """
 
     def __init__(
@@ -67,11 +99,16 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> None:
         if not endpoint.strip():
             raise ValueError("endpoint must not be empty")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        credentials = resolve(credentials, token=token, cacert=cacert, cert=cert, key=key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self.credentials = credentials
@@ -94,6 +131,7 @@ class Client:
         self.storage = StorageAPI(self)
         self.logs = LogsAPI(self)
         self.associations = AssociationsAPI(self)
+        self.security = SecurityAPI(self)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.HealthCheckRequest.SerializeToString,
@@ -235,6 +273,40 @@ class ServerAPI:
             self._stub.ResumeServer, server_pb2.ResumeServerRequest(), timeout
         )
         return Change(response.server, response.changed)
+
+    def settings(self, *, timeout: float | None = None) -> ServerSettings:
+        """Every server setting in force; passwords, token and passcode hashes read "***"."""
+        response = self._client._call(
+            self._stub.GetSettings, server_pb2.GetSettingsRequest(), timeout
+        )
+        return ServerSettings(from_struct(response.settings), tuple(response.runtime_settings))
+
+    def update_settings(
+        self,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        validate_only: bool = False,
+        timeout: float | None = None,
+        **more: Any,
+    ) -> SettingsUpdate:
+        """Change settings that apply without a restart, e.g.
+        ``update_settings(log_level="DEBUG", max_associations=128)``.
+
+        Validated whole first: an invalid value raises ``InvalidArgument`` naming the
+        field, a setting that needs a restart raises ``FailedPrecondition`` with reason
+        SETTING_REQUIRES_RESTART (metadata "fields"); nothing changes then. Values
+        already in force are no change, so re-running is safe. The change lasts until
+        the server process ends.
+        """
+        merged = {**(changes or {}), **more}
+        request = server_pb2.UpdateSettingsRequest(
+            settings=to_struct(merged, "settings"), validate_only=validate_only
+        )
+        response = self._client._call(self._stub.UpdateSettings, request, timeout)
+        return SettingsUpdate(
+            from_struct(response.settings), tuple(response.changed_fields), response.changed
+        )
 
 
 def _set_grace(

@@ -1,11 +1,11 @@
 """How a client proves who it is to a control plane: a bearer token and/or TLS.
 
-The control plane does not check either yet (it listens on loopback in plaintext; the
-security issue adds TLS and tokens on the server side). Fleet inventories already name
-credentials per server, so the client side is built now: the reference is parsed and
-validated when the inventory is read, a token travels as ``authorization: Bearer``
-metadata on every call, and certificate files switch the channel to TLS. When the server
-side arrives, inventories written today keep working unchanged.
+A token travels as ``authorization: Bearer`` metadata on every call (streams too);
+certificate files switch the channel to TLS (``cacert`` verifies the server, ``cert``
+and ``key`` are the client's own for mutual TLS). Fleet inventories name a profile per
+server; ``Client(token=..., cacert=...)`` and pacsctl's ``--token``/``--cacert``/
+``--cert``/``--key`` build one with ``Credentials.from_options``. What the server
+checks is in docs/security.md.
 
 Only grpcio is needed; nothing here is imported unless credentials are used.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-__all__ = ["Credentials", "CredentialsError", "endpoint_host", "is_loopback"]
+__all__ = ["Credentials", "CredentialsError", "endpoint_host", "is_loopback", "resolve"]
 
 
 class CredentialsError(ValueError):
@@ -36,6 +36,9 @@ class Credentials:
     ``cacert`` verifies the server (TLS); ``cert`` and ``key`` together are the client's
     own certificate (mutual TLS). Paths are used as given; the inventory loader makes
     them absolute against the inventory's folder.
+
+    ``bearer`` is the token itself, for programs that hold it already
+    (``Client(token=...)``, pacsctl's ``--token``); it is left out of ``repr``.
     """
 
     name: str = ""
@@ -43,6 +46,31 @@ class Credentials:
     cacert: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    bearer: str = field(default="", repr=False)
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        token: str | None = None,
+        cacert: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        name: str = "options",
+    ) -> Credentials | None:
+        """A profile from direct arguments; None when none is given (plaintext, no
+        token). Raises CredentialsError for an empty token or cert without key."""
+        if token is None and cacert is None and cert is None and key is None:
+            return None
+        if token is not None and not token.strip():
+            raise CredentialsError(f"credentials {name!r}: the token is empty")
+        return cls(
+            name=name,
+            bearer=(token or "").strip(),
+            cacert=Path(cacert) if cacert is not None else None,
+            cert=Path(cert) if cert is not None else None,
+            key=Path(key) if key is not None else None,
+        )
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
@@ -61,6 +89,8 @@ class Credentials:
         An unset or empty variable is an error rather than "no token": a profile that
         names a token means the operator expects one to be sent.
         """
+        if self.bearer:
+            return self.bearer
         if not self.token_env:
             return None
         value = os.environ.get(self.token_env, "").strip()
@@ -102,6 +132,25 @@ class Credentials:
             private_key=_read(self.key),
             certificate_chain=_read(self.cert),
         )
+
+
+PathArg = str | os.PathLike[str] | None
+
+
+def resolve(
+    credentials: Credentials | None,
+    *,
+    token: str | None = None,
+    cacert: PathArg = None,
+    cert: PathArg = None,
+    key: PathArg = None,
+) -> Credentials | None:
+    """The profile a client uses: ``credentials`` or one built from the direct
+    arguments, which may not be mixed (which would win is not obvious)."""
+    direct = Credentials.from_options(token=token, cacert=cacert, cert=cert, key=key)
+    if direct is not None and credentials is not None:
+        raise CredentialsError("give credentials= or token=/cacert=/cert=/key=, not both")
+    return direct if direct is not None else credentials
 
 
 def _read(path: Path | None) -> bytes | None:

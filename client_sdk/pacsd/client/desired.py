@@ -7,9 +7,11 @@ the gap; ``execute`` runs them through the ordinary, idempotent SDK calls. Apply
 second time finds nothing to do, which is what makes apply safe to run from cron,
 Ansible or a Kubernetes job.
 
-Scope today: add-ins (loaded / enabled / disabled / unloaded, where from, settings) and
-AE titles. Server settings (log level, limits) have no control-plane RPC yet, so a
-``[groups.NAME.server]`` table is refused rather than silently ignored.
+Scope: server settings that apply at runtime (``[groups.NAME.server]``: log level,
+limits, timeouts), add-ins (loaded / enabled / disabled / unloaded, where from,
+settings) and AE titles. Server settings are checked by the server itself while
+planning (a validate-only update), so a typo, a bad value or a setting that needs a
+restart shows up in ``pacsctl diff`` before anything changes.
 
 The file format is documented in docs/fleet.md.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pacsd.admin.v1 import addins_pb2
+from pacsd.client.aetitles import PERMISSIONS, permission_names
 from pacsd.client.errors import PacsdError
 from pacsd.client.fleet import error_to_dict
 from pacsd.client.inventory import FleetServer, InventoryError, Selector
@@ -86,6 +89,10 @@ class AETitleSpec:
     port: int | None = None
     description: str | None = None
     absent: bool = False
+    #: Where the AE may call from (sorted; () allows any address).
+    allowed_addresses: tuple[str, ...] | None = None
+    #: Permission names in ``PERMISSIONS`` order, or "all".
+    permissions: tuple[str, ...] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class GroupSpec:
     addins: Mapping[str, AddinSpec]
     ae_titles: Mapping[str, AETitleSpec]
     prune_ae_titles: bool = False
+    #: Server settings to hold (``[groups.NAME.server]``), by their settings-file names.
+    server: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class ServerSpec:
     addins: Mapping[str, AddinSpec] = field(default_factory=dict)
     ae_titles: Mapping[str, AETitleSpec] = field(default_factory=dict)
     prune_ae_titles: bool = False
+    server: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,8 @@ class DesiredState:
         ae_titles: dict[str, AETitleSpec] = {}
         ae_owners: dict[str, str] = {}
         prune = False
+        server_settings: dict[str, Any] = {}
+        setting_owners: dict[str, str] = {}
         for group in self.groups:
             if not group.selector.matches(server):
                 continue
@@ -154,7 +166,16 @@ class DesiredState:
                     )
                 ae_titles.setdefault(ae, entry)
                 ae_owners.setdefault(ae, group.name)
-        return ServerSpec(tuple(groups), addins, ae_titles, prune)
+            for key, value in group.server.items():
+                if key in server_settings and server_settings[key] != value:
+                    raise DesiredStateError(
+                        f"{where}: server {server.name}: server setting {key} = "
+                        f"{server_settings[key]!r} (group {setting_owners[key]}) vs "
+                        f"{value!r} (group {group.name})"
+                    )
+                server_settings.setdefault(key, value)
+                setting_owners.setdefault(key, group.name)
+        return ServerSpec(tuple(groups), addins, ae_titles, prune, server_settings)
 
 
 def _merge_addin(a: AddinSpec, b: AddinSpec, where: str) -> AddinSpec:
@@ -204,12 +225,7 @@ def parse_desired(data: Mapping[str, Any], file: Path) -> DesiredState:
 
 
 def _group(name: str, raw: Mapping[str, Any], at: str, base: Path) -> GroupSpec:
-    if "server" in raw:
-        raise DesiredStateError(
-            f"{at}.server: server settings (log level, limits) cannot be applied yet: "
-            "the control plane has no settings RPC (see docs/fleet.md)"
-        )
-    _only(raw, {"selector", "addins", "ae_titles", "prune_ae_titles"}, at)
+    _only(raw, {"selector", "addins", "ae_titles", "prune_ae_titles", "server"}, at)
     try:
         selector = Selector.parse(_str(raw.get("selector", ""), f"{at}.selector"))
     except InventoryError as exc:
@@ -225,7 +241,11 @@ def _group(name: str, raw: Mapping[str, Any], at: str, base: Path) -> GroupSpec:
     for ae, spec in _table(raw.get("ae_titles", {}), f"{at}.ae_titles").items():
         entry = _ae_title(ae, _table(spec, f"{at}.ae_titles.{ae}"), f"{at}.ae_titles.{ae}")
         ae_titles[entry.ae_title] = entry
-    return GroupSpec(name, selector, addins, ae_titles, prune)
+    server = _table(raw.get("server", {}), f"{at}.server")
+    for key, value in server.items():
+        if isinstance(value, dict):
+            raise DesiredStateError(f"{at}.server.{key}: server settings are single values")
+    return GroupSpec(name, selector, addins, ae_titles, prune, dict(server))
 
 
 def _addin(name: str, raw: Mapping[str, Any], at: str, base: Path) -> AddinSpec:
@@ -248,7 +268,7 @@ def _addin(name: str, raw: Mapping[str, Any], at: str, base: Path) -> AddinSpec:
 
 
 def _ae_title(ae: str, raw: Mapping[str, Any], at: str) -> AETitleSpec:
-    _only(raw, {"host", "port", "description", "absent"}, at)
+    _only(raw, {"host", "port", "description", "absent", "allowed_addresses", "permissions"}, at)
     title = ae.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not all(32 <= ord(c) < 127 for c in title):
         raise DesiredStateError(f"{at}: {ae!r} is not an AE title (1-16 printable ASCII)")
@@ -266,7 +286,32 @@ def _ae_title(ae: str, raw: Mapping[str, Any], at: str) -> AETitleSpec:
     description = raw.get("description")
     if description is not None:
         description = _str(description, f"{at}.description")
-    return AETitleSpec(title, host, port, description)
+    addresses = raw.get("allowed_addresses")
+    if addresses is not None:
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise DesiredStateError(f"{at}.allowed_addresses: must be a list of strings")
+        addresses = tuple(sorted(set(addresses)))
+    return AETitleSpec(
+        title,
+        host,
+        port,
+        description,
+        allowed_addresses=addresses,
+        permissions=_permissions(raw.get("permissions"), f"{at}.permissions"),
+    )
+
+
+def _permissions(raw: Any, where: str) -> tuple[str, ...] | str | None:
+    if raw is None or raw == "all":
+        return raw
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise DesiredStateError(f'{where}: must be "all" or a list of permission names')
+    unknown = sorted(set(raw) - set(PERMISSIONS))
+    if unknown:
+        raise DesiredStateError(
+            f"{where}: {', '.join(unknown)} not a permission ({', '.join(PERMISSIONS)})"
+        )
+    return tuple(p for p in PERMISSIONS if p in raw)
 
 
 def looks_like_path(text: str) -> bool:
@@ -311,7 +356,7 @@ class Step:
     None when the value cannot be known until an earlier step ran (settings of an
     add-in that is not loaded yet)."""
 
-    target: str  # "addin", "addin_settings" or "ae_title"
+    target: str  # "server_settings", "addin", "addin_settings" or "ae_title"
     name: str
     action: str  # load, replace, unload, enable, disable, settings, create, update, delete
     before: Any = None
@@ -328,6 +373,11 @@ class Step:
 
     def text(self) -> str:
         """One line for people: ``+`` adds, ``-`` removes, ``~`` changes."""
+        if self.target == "server_settings":
+            fields = ", ".join(
+                f"{k} {_show(self.before.get(k))} -> {_show(v)}" for k, v in self.after.items()
+            )
+            return f"~ server settings: {fields}"
         if self.target == "ae_title":
             if self.action == "create":
                 a = self.after
@@ -382,6 +432,8 @@ def plan(client: Client, spec: ServerSpec) -> list[Step]:
     conflict); then loads, settings and enables.
     """
     steps: list[Step] = []
+    if spec.server:
+        steps += _plan_server_settings(client, spec)
     if spec.ae_titles or spec.prune_ae_titles:
         steps += _plan_ae_titles(client, spec)
     if not spec.addins:
@@ -428,6 +480,19 @@ def plan(client: Client, spec: ServerSpec) -> list[Step]:
     return steps + first + later
 
 
+def _plan_server_settings(client: Client, spec: ServerSpec) -> list[Step]:
+    # The server decides what differs (it normalises "debug" to "DEBUG", 64.0 to 64)
+    # and refuses unknown names, bad values and restart-only settings now, so a dry
+    # run reports them rather than the apply that follows.
+    check = client.server.update_settings(dict(spec.server), validate_only=True)
+    if not check.changed:
+        return []
+    current = client.server.settings().settings
+    before = {k: current.get(k) for k in check.changed_fields}
+    after = {k: check.settings.get(k) for k in check.changed_fields}
+    return [Step("server_settings", "server", "settings", before, after)]
+
+
 def _plan_ae_titles(client: Client, spec: ServerSpec) -> list[Step]:
     steps: list[Step] = []
     current = {e.ae_title: e for e in client.aetitles.list()}
@@ -438,10 +503,22 @@ def _plan_ae_titles(client: Client, spec: ServerSpec) -> list[Step]:
                 steps.append(Step("ae_title", ae, "delete", _entry(have), None))
             continue
         if have is None:
-            after = {"host": want.host, "port": want.port, "description": want.description or ""}
+            after = {
+                "host": want.host,
+                "port": want.port,
+                "description": want.description or "",
+                "allowed_addresses": list(want.allowed_addresses or ()),
+                "permissions": _listed(want.permissions or "all"),
+            }
             steps.append(Step("ae_title", ae, "create", None, after))
             continue
-        wanted = {"host": want.host, "port": want.port, "description": want.description}
+        wanted = {
+            "host": want.host,
+            "port": want.port,
+            "description": want.description,
+            "allowed_addresses": _listed(want.allowed_addresses),
+            "permissions": _listed(want.permissions),
+        }
         actual = _entry(have)
         changes = {k: v for k, v in wanted.items() if v is not None and actual[k] != v}
         if changes:
@@ -455,15 +532,37 @@ def _plan_ae_titles(client: Client, spec: ServerSpec) -> list[Step]:
 
 
 def _entry(entry: Any) -> dict[str, Any]:
-    return {"host": entry.host, "port": int(entry.port), "description": entry.description}
+    names = permission_names(entry)
+    return {
+        "host": entry.host,
+        "port": int(entry.port),
+        "description": entry.description,
+        # Compared as sets: the order an operator lists addresses in means nothing.
+        "allowed_addresses": sorted(entry.allowed_addresses),
+        "permissions": "all" if names is None else names,
+    }
+
+
+def _listed(value: tuple[str, ...] | str | None) -> list[str] | str | None:
+    """A spec value in the shape ``_entry`` gives (lists, "all"), None when unmanaged."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def execute(client: Client, step: Step, spec: ServerSpec) -> bool:
     """Run one step; returns whether the server reported a change."""
+    if step.target == "server_settings":
+        return client.server.update_settings(step.after).changed
     if step.target == "ae_title":
         if step.action == "create":
             a = step.after
-            return client.aetitles.create(step.name, a["host"], a["port"], a["description"]).changed
+            return client.aetitles.create(
+                step.name,
+                a["host"],
+                a["port"],
+                a["description"],
+                allowed_addresses=a["allowed_addresses"],
+                permissions=a["permissions"],
+            ).changed
         if step.action == "update":
             return client.aetitles.update(step.name, **step.after).changed
         return client.aetitles.delete(step.name)

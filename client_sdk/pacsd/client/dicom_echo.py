@@ -20,6 +20,7 @@ result (``success=False`` and ``error``), as with ``client.aetitles.echo``.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -87,10 +88,13 @@ def c_echo(
     *,
     calling_ae: str = DEFAULT_CALLING_AE,
     timeout: float = 5.0,
+    tls: ssl.SSLContext | None = None,
 ) -> EchoResult:
     """Associate with ``called_ae`` at ``host:port``, send one C-ECHO, release.
 
-    ``timeout`` bounds each step (connect, each read and write).
+    ``timeout`` bounds each step (connect, the TLS handshake, each read and write).
+    With ``tls`` the association runs over TLS (DICOM's secure transport), the server
+    verified against the context's CAs as ``host``.
     """
     start = time.monotonic()
     try:
@@ -110,6 +114,15 @@ def c_echo(
     try:
         with sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                try:
+                    sock = tls.wrap_socket(sock, server_hostname=host)
+                except ssl.SSLError as exc:
+                    return EchoResult(
+                        False,
+                        error=f"TLS handshake with {host}:{port} failed: {exc.reason or exc}",
+                        round_trip_ms=elapsed(),
+                    )
             status = _exchange(sock, called, calling)
             ms = elapsed()
             _release(sock)

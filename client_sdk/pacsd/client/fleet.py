@@ -19,6 +19,7 @@ delays the others beyond its own deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
 from pacsd.client.client import DEFAULT_TIMEOUT, Client
+from pacsd.client.credentials import Credentials, CredentialsError, PathArg, resolve
 from pacsd.client.errors import PacsdError
 from pacsd.client.inventory import (
     DEFAULT_PARALLELISM,
@@ -138,7 +140,12 @@ class FleetResults(list[ServerResult[T]]):
 
 class FleetBase:
     """What ``Fleet`` and ``AsyncFleet`` share: the servers, their validation and the
-    choice of targets. Not used directly."""
+    choice of targets. Not used directly.
+
+    ``credentials`` (or ``token``, ``cacert``, ``cert``, ``key`` given directly, as for
+    ``Client``) are used for every server whose entry names no credentials profile of
+    its own.
+    """
 
     def __init__(
         self,
@@ -146,10 +153,24 @@ class FleetBase:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         parallelism: int = DEFAULT_PARALLELISM,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> None:
+        try:
+            default = resolve(credentials, token=token, cacert=cacert, cert=cert, key=key)
+        except CredentialsError as exc:
+            raise InventoryError(str(exc)) from exc
         chosen: list[FleetServer] = []
         for item in servers:
             chosen.extend(parse_endpoints([item]) if isinstance(item, str) else [item])
+        if default is not None:
+            chosen = [
+                s if s.credentials is not None else dataclasses.replace(s, credentials=default)
+                for s in chosen
+            ]
         names = [s.name for s in chosen]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -173,10 +194,24 @@ class FleetBase:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         parallelism: int = DEFAULT_PARALLELISM,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> Self:
         """A fleet from ``"host:port,host:port"`` or a list; servers are named after
-        their endpoints and have no labels."""
-        return cls(parse_endpoints(endpoints), timeout=timeout, parallelism=parallelism)
+        their endpoints and have no labels; all use the credentials given."""
+        return cls(
+            parse_endpoints(endpoints),
+            timeout=timeout,
+            parallelism=parallelism,
+            credentials=credentials,
+            token=token,
+            cacert=cacert,
+            cert=cert,
+            key=key,
+        )
 
     @classmethod
     def from_inventory(
@@ -186,18 +221,29 @@ class FleetBase:
         selector: str | Selector | None = None,
         timeout: float | None = None,
         parallelism: int | None = None,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> Self:
         """The servers of an inventory (``fleet.toml``) that ``selector`` matches.
 
         ``timeout`` and ``parallelism`` default to the inventory's ``[defaults]``, then
         to the SDK's. A selector that matches nothing gives an empty fleet, whose calls
-        return no results.
+        return no results. The credentials given apply to servers for which the
+        inventory names none.
         """
         inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
         return cls(
             inv.select(selector),
             timeout=timeout or inv.timeout or DEFAULT_TIMEOUT,
             parallelism=parallelism or inv.parallelism or DEFAULT_PARALLELISM,
+            credentials=credentials,
+            token=token,
+            cacert=cacert,
+            cert=cert,
+            key=key,
         )
 
     def __len__(self) -> int:
@@ -244,8 +290,22 @@ class Fleet(FleetBase):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         parallelism: int = DEFAULT_PARALLELISM,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        cacert: PathArg = None,
+        cert: PathArg = None,
+        key: PathArg = None,
     ) -> None:
-        super().__init__(servers, timeout=timeout, parallelism=parallelism)
+        super().__init__(
+            servers,
+            timeout=timeout,
+            parallelism=parallelism,
+            credentials=credentials,
+            token=token,
+            cacert=cacert,
+            cert=cert,
+            key=key,
+        )
         self._clients: dict[str, Client] = {}
         self._lock = threading.Lock()
         self._closed = False

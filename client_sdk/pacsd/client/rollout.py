@@ -18,6 +18,7 @@ which servers were changed, which failed and why, and which were skipped.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,14 +91,23 @@ def check_health(
     """Health of one server as a DICOM peer sees it; raises PacsdError only when the
     control plane itself cannot be asked.
 
-    The C-ECHO goes to the DICOM listener ``GetServer`` reports; a listener bound to
-    every address (0.0.0.0, ::) is reached at the control endpoint's host.
+    The C-ECHO goes to a DICOM listener ``GetServer`` reports, the plain one when it
+    listens; a server that only listens with TLS gets its C-ECHO over TLS, verified
+    with the client's control-plane CA and presenting its certificate, if any (sites
+    issue both from one CA: ``pacsctl certs``). A listener bound to every address
+    (0.0.0.0, ::) is reached at the control endpoint's host.
     """
     process = client.health("")
     dicom = client.health("pacsd.dicom")
     server = client.server.get()
-    listener = next((item for item in server.listeners if item.protocol == "dicom"), None)
-    if listener is None or not listener.listening or not listener.port:
+    listening = [
+        item
+        for item in server.listeners
+        if item.protocol == "dicom" and item.listening and item.port
+    ]
+    listener = next((item for item in listening if not item.tls), None)
+    listener = listener or next(iter(listening), None)
+    if listener is None:
         echo = EchoResult(False, error="the server reports no listening DICOM port")
     else:
         host = listener.host
@@ -109,8 +119,20 @@ def check_health(
             listener.ae_title or "ANY-SCP",
             calling_ae=calling_ae,
             timeout=echo_timeout,
+            tls=_dicom_tls(client) if listener.tls else None,
         )
     return HealthReport(process, dicom, echo)
+
+
+def _dicom_tls(client: Client) -> ssl.SSLContext:
+    """TLS for a C-ECHO to a TLS-only DICOM listener, from the client's credentials."""
+    credentials = client.credentials
+    cacert = credentials.cacert if credentials else None
+    context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if credentials is not None and credentials.cert is not None and credentials.key is not None:
+        context.load_cert_chain(str(credentials.cert), str(credentials.key))
+    return context
 
 
 @dataclass

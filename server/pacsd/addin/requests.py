@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pacsd.addin.services import ALL_PERMISSIONS, Permission
+
 if TYPE_CHECKING:
     from pacsd.addin.services import AETitleEntry
     from pydicom.dataset import Dataset
@@ -40,6 +42,9 @@ class AssociationInfo:
     user_identity: UserIdentity | None = None
     #: Subject of the peer's TLS client certificate, "" without TLS or certificate.
     tls_peer_subject: str = ""
+    #: What the access policy lets this peer do (the AE registry's entry for the calling
+    #: AE title, or ``unknown_ae_permissions``); dispatch refuses the rest with 0x0124.
+    permissions: frozenset[Permission] = ALL_PERMISSIONS
 
 
 class _Lazy:

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import builtins
 import os
+import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,9 +32,13 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = [
+    "ALL_PERMISSIONS",
+    "UNSET",
     "AETitleConflict",
     "AETitleEntry",
     "AETitles",
+    "CertificateError",
+    "CertificateInfo",
     "DicomClient",
     "DicomClientError",
     "EchoResult",
@@ -39,17 +46,55 @@ __all__ = [
     "InvalidAETitleEntry",
     "MoveResult",
     "NEventReportResult",
+    "Permission",
+    "Security",
     "StoreResult",
     "UnknownAETitle",
+    "Unset",
 ]
 
 
 # -- AE registry ---------------------------------------------------------------------
 
 
+class Unset(Enum):
+    """An argument not given, where None already means something (``permissions=None``
+    is "every permission")."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+class Permission(StrEnum):
+    """What a peer may ask of this server over DICOM (checked per request at dispatch).
+
+    Kept in the registry per AE title, so an operator can let a modality store without
+    letting it query, or a viewer query without letting it overwrite what is archived.
+    """
+
+    ECHO = "echo"
+    STORE = "store"
+    FIND = "find"
+    MOVE = "move"
+    GET = "get"
+    #: N-ACTION, N-CREATE, N-SET, N-GET, N-EVENT-REPORT, N-DELETE.
+    N_SERVICES = "n-services"
+    #: Replace an instance already stored (a C-STORE of a known SOP Instance UID).
+    OVERWRITE = "overwrite"
+    #: N-DELETE (together with ``n-services``).
+    DELETE = "delete"
+
+
+#: Every permission: what an entry without a permission list grants.
+ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)
+
+
 @dataclass(frozen=True, slots=True)
 class AETitleEntry:
-    """A known DICOM peer: where to reach the application entity named ``ae_title``."""
+    """A known DICOM peer: where to reach the application entity named ``ae_title``,
+    and what it may do when it calls this server."""
 
     #: 1-16 characters; the registry's key (stored without surrounding spaces).
     ae_title: str
@@ -59,6 +104,16 @@ class AETitleEntry:
     port: int
     #: Free text for people.
     description: str = ""
+    #: Where associations calling as this AE title may come from: exact IP addresses,
+    #: networks in CIDR form (``10.1.0.0/16``) or host names (resolved when checked).
+    #: Empty: from any address.
+    allowed_addresses: tuple[str, ...] = ()
+    #: What this peer may ask for; None: everything.
+    permissions: frozenset[Permission] | None = None
+
+    def granted(self) -> frozenset[Permission]:
+        """The permissions in force for this peer (all of them when none are listed)."""
+        return ALL_PERMISSIONS if self.permissions is None else self.permissions
 
 
 class UnknownAETitle(KeyError):
@@ -90,9 +145,10 @@ class AETitleConflict(Exception):
 
 
 class InvalidAETitleEntry(ValueError):
-    """An AE title, host, port or description that the registry refuses.
+    """An AE title, host, port, description, address or permission the registry refuses.
 
-    ``field`` names the offending field ("ae_title", "host", "port", "description") so
+    ``field`` names the offending field ("ae_title", "host", "port", "description",
+    "allowed_addresses", "permissions") so
     a caller (the control plane, a CLI) can point at it without parsing the message.
     """
 
@@ -124,9 +180,12 @@ class AETitles(Protocol):
         host: str | None = None,
         port: int | None = None,
         description: str | None = None,
+        allowed_addresses: tuple[str, ...] | None = None,
+        permissions: frozenset[Permission] | Unset | None = UNSET,
     ) -> tuple[AETitleEntry, bool]:
-        """Change the fields given (None leaves one as it is); returns the entry now
-        stored and whether anything changed. Raises ``UnknownAETitle``."""
+        """Change the fields given (None, or ``UNSET`` for ``permissions`` whose None
+        means "all", leaves one as it is); returns the entry now stored and whether
+        anything changed. Raises ``UnknownAETitle``."""
         ...
 
     def delete(self, ae_title: str) -> bool:
@@ -258,4 +317,62 @@ class DicomClient(Protocol):
         timeout: float | None = None,
     ) -> NEventReportResult:
         """Send an N-EVENT-REPORT (e.g. a Storage Commitment result) to the peer."""
+        ...
+
+
+# -- Security (DICOM TLS) --------------------------------------------------------------
+
+
+class CertificateError(ValueError):
+    """A certificate, private key or CA bundle that cannot be used: missing, unreadable,
+    not PEM, key not matching the certificate. The message names the file, never its
+    contents (a key must not reach a log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """One certificate in force, as an operator checks it after a rotation."""
+
+    #: "server" (the listener's own chain, leaf first) or "ca" (trusted for clients).
+    role: str
+    #: The file it was read from.
+    path: str
+    subject: str
+    issuer: str
+    #: Validity, timezone-aware UTC.
+    not_before: datetime
+    not_after: datetime
+    #: SHA-256 of the DER encoding as ``openssl x509 -fingerprint -sha256`` prints it
+    #: ("AB:12:..."), so it compares with what ``pacsctl certs issue`` reported.
+    sha256: str
+    #: Serial number, lowercase hex.
+    serial: str
+
+
+@runtime_checkable
+class Security(Protocol):
+    """The DICOM TLS listener's configuration (base service "security").
+
+    The server asks ``tls_endpoint`` whenever the service appears, disappears or its
+    provider's settings change, and opens, moves or closes the TLS port to match. It
+    calls ``server_context`` for every connection, so a context swapped by ``reload``
+    serves the next association without the port being re-bound.
+    """
+
+    def tls_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of the TLS listener; "" as host means the server's dicom_host.
+        None: no TLS listener (nothing configured)."""
+        ...
+
+    def server_context(self) -> ssl.SSLContext:
+        """The context in force (server side, TLS 1.2 or newer)."""
+        ...
+
+    def reload(self) -> builtins.list[CertificateInfo]:
+        """Read the certificate, key and CA files again and put them in force. On
+        ``CertificateError`` the previous context keeps serving."""
+        ...
+
+    def certificates(self) -> builtins.list[CertificateInfo]:
+        """The certificates in force (server chain, then CA bundle)."""
         ...

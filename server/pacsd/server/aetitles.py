@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import builtins
 import ipaddress
+import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pacsd.addin.services import (
+    UNSET,
     AETitleConflict,
     AETitleEntry,
     AETitles,
     InvalidAETitleEntry,
+    Permission,
     UnknownAETitle,
+    Unset,
 )
 from pacsd.server.storage.database import ServerDatabase
 
 #: Longest description kept; the registry is configuration, not a notes store.
 MAX_DESCRIPTION = 1024
+#: Most addresses one entry may list; more is a network plan, better written as a CIDR.
+MAX_ALLOWED_ADDRESSES = 64
 
 # RFC 1123 labels; "_" is tolerated because container and Windows host names use it.
 _LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
@@ -51,13 +58,13 @@ def normalize_ae_title(value: object, field: str = "ae_title") -> str:
     return stripped
 
 
-def validate_host(value: object) -> str:
+def validate_host(value: object, field: str = "host") -> str:
     """A hostname or IP address (surrounding spaces dropped); raises InvalidAETitleEntry."""
     if not isinstance(value, str):
-        raise InvalidAETitleEntry("host", "must be a string")
+        raise InvalidAETitleEntry(field, "must be a string")
     host = value.strip()
     if not host:
-        raise InvalidAETitleEntry("host", "must not be empty")
+        raise InvalidAETitleEntry(field, "must not be empty")
     try:
         ipaddress.ip_address(host)
         return host
@@ -65,11 +72,59 @@ def validate_host(value: object) -> str:
         pass
     name = host[:-1] if host.endswith(".") else host
     if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
-        raise InvalidAETitleEntry("host", f"{value!r} is not a valid hostname or IP address")
+        raise InvalidAETitleEntry(field, f"{value!r} is not a valid hostname or IP address")
     if name.replace(".", "").isdigit():
         # "10.0.0" or "300.1.1.1" would be resolved as odd IPv4 forms; refuse the typo.
-        raise InvalidAETitleEntry("host", f"{value!r} is not a valid IP address")
+        raise InvalidAETitleEntry(field, f"{value!r} is not a valid IP address")
     return host
+
+
+def validate_address(value: object) -> str:
+    """One ``allowed_addresses`` item: an IP address, a CIDR network or a host name.
+
+    A network with host bits set (``10.1.2.3/16``) is refused rather than widened: it is
+    usually a typo, and silently allowing the whole /16 would be the wrong guess.
+    """
+    field = "allowed_addresses"
+    if isinstance(value, str) and "/" in value:
+        text = value.strip()
+        try:
+            return str(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise InvalidAETitleEntry(
+                field, f"{value!r} is not a valid CIDR network: {exc}"
+            ) from exc
+    return validate_host(value, field)
+
+
+def validate_addresses(values: object) -> tuple[str, ...]:
+    """The allow-list as stored: validated, duplicates dropped, order kept."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidAETitleEntry("allowed_addresses", "must be a list of addresses")
+    addresses = tuple(dict.fromkeys(validate_address(v) for v in values))
+    if len(addresses) > MAX_ALLOWED_ADDRESSES:
+        raise InvalidAETitleEntry(
+            "allowed_addresses", f"lists more than {MAX_ALLOWED_ADDRESSES} addresses"
+        )
+    return addresses
+
+
+def validate_permissions(values: object) -> frozenset[Permission] | None:
+    """The permission set as stored; None (every permission) passes through."""
+    if values is None:
+        return None
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidAETitleEntry("permissions", "must be a set of permission names")
+    granted = set()
+    for value in values:
+        try:
+            granted.add(Permission(value))
+        except ValueError:
+            known = ", ".join(p.value for p in Permission)
+            raise InvalidAETitleEntry(
+                "permissions", f"{value!r} is not a permission (known: {known})"
+            ) from None
+    return frozenset(granted)
 
 
 def validate_port(value: object) -> int:
@@ -98,6 +153,8 @@ def validate_entry(entry: AETitleEntry) -> AETitleEntry:
         host=validate_host(entry.host),
         port=validate_port(entry.port),
         description=validate_description(entry.description),
+        allowed_addresses=validate_addresses(entry.allowed_addresses),
+        permissions=validate_permissions(entry.permissions),
     )
 
 
@@ -109,9 +166,7 @@ class SqliteAETitles:
 
     def list(self) -> builtins.list[AETitleEntry]:
         with self._db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT ae_title, host, port, description FROM ae_titles ORDER BY ae_title"
-            ).fetchall()
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM ae_titles ORDER BY ae_title").fetchall()
         return [_entry(row) for row in rows]
 
     def get(self, ae_title: str) -> AETitleEntry:
@@ -133,10 +188,17 @@ class SqliteAETitles:
                     return False
                 raise AETitleConflict(existing, wanted)
             conn.execute(
-                "INSERT INTO ae_titles "
-                "(ae_title, host, port, description, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (wanted.ae_title, wanted.host, wanted.port, wanted.description, now, now),
+                "INSERT INTO ae_titles (ae_title, host, port, description, allowed_addresses, "
+                "permissions, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    wanted.ae_title,
+                    wanted.host,
+                    wanted.port,
+                    wanted.description,
+                    *_policy_columns(wanted),
+                    now,
+                    now,
+                ),
             )
         return True
 
@@ -146,6 +208,8 @@ class SqliteAETitles:
         host: str | None = None,
         port: int | None = None,
         description: str | None = None,
+        allowed_addresses: tuple[str, ...] | None = None,
+        permissions: frozenset[Permission] | Unset | None = UNSET,
     ) -> tuple[AETitleEntry, bool]:
         key = normalize_ae_title(ae_title)
         # Validate before touching the database so a bad field never half-applies.
@@ -156,6 +220,10 @@ class SqliteAETitles:
             changes["port"] = validate_port(port)
         if description is not None:
             changes["description"] = validate_description(description)
+        if allowed_addresses is not None:
+            changes["allowed_addresses"] = validate_addresses(allowed_addresses)
+        if permissions is not UNSET:
+            changes["permissions"] = validate_permissions(permissions)
         with self._db.transaction() as conn:
             row = _select(conn, key)
             if row is None:
@@ -166,13 +234,22 @@ class SqliteAETitles:
                 host=changes.get("host", current.host),
                 port=changes.get("port", current.port),
                 description=changes.get("description", current.description),
+                allowed_addresses=changes.get("allowed_addresses", current.allowed_addresses),
+                permissions=changes.get("permissions", current.permissions),
             )
             if merged == current:
                 return current, False
             conn.execute(
-                "UPDATE ae_titles SET host = ?, port = ?, description = ?, updated_at = ? "
-                "WHERE ae_title = ?",
-                (merged.host, merged.port, merged.description, _now(), key),
+                "UPDATE ae_titles SET host = ?, port = ?, description = ?, "
+                "allowed_addresses = ?, permissions = ?, updated_at = ? WHERE ae_title = ?",
+                (
+                    merged.host,
+                    merged.port,
+                    merged.description,
+                    *_policy_columns(merged),
+                    _now(),
+                    key,
+                ),
             )
         return merged, True
 
@@ -220,22 +297,50 @@ class CurrentAETitles:
         host: str | None = None,
         port: int | None = None,
         description: str | None = None,
+        allowed_addresses: tuple[str, ...] | None = None,
+        permissions: frozenset[Permission] | Unset | None = UNSET,
     ) -> tuple[AETitleEntry, bool]:
-        return self._current().update(ae_title, host=host, port=port, description=description)
+        # Only the policy fields given are passed on, so a replacement registry written
+        # before they existed keeps working for host/port/description updates.
+        extra: dict[str, Any] = {}
+        if allowed_addresses is not None:
+            extra["allowed_addresses"] = allowed_addresses
+        if permissions is not UNSET:
+            extra["permissions"] = permissions
+        return self._current().update(
+            ae_title, host=host, port=port, description=description, **extra
+        )
 
     def delete(self, ae_title: str) -> bool:
         return self._current().delete(ae_title)
 
 
-def _select(conn: Any, key: str) -> tuple[str, str, int, str] | None:
-    row = conn.execute(
-        "SELECT ae_title, host, port, description FROM ae_titles WHERE ae_title = ?", (key,)
-    ).fetchone()
-    return None if row is None else (str(row[0]), str(row[1]), int(row[2]), str(row[3]))
+_COLUMNS = "ae_title, host, port, description, allowed_addresses, permissions"
 
 
-def _entry(row: tuple[str, str, int, str]) -> AETitleEntry:
-    return AETitleEntry(ae_title=row[0], host=row[1], port=int(row[2]), description=row[3])
+def _select(conn: Any, key: str) -> tuple[Any, ...] | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM ae_titles WHERE ae_title = ?", (key,)).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _entry(row: tuple[Any, ...]) -> AETitleEntry:
+    # JSON lists: readable with the sqlite3 shell, and NULL permissions mean "all".
+    permissions = None if row[5] is None else frozenset(Permission(p) for p in json.loads(row[5]))
+    return AETitleEntry(
+        ae_title=str(row[0]),
+        host=str(row[1]),
+        port=int(row[2]),
+        description=str(row[3]),
+        allowed_addresses=tuple(json.loads(row[4] or "[]")),
+        permissions=permissions,
+    )
+
+
+def _policy_columns(entry: AETitleEntry) -> tuple[str, str | None]:
+    addresses = json.dumps(list(entry.allowed_addresses))
+    if entry.permissions is None:
+        return addresses, None
+    return addresses, json.dumps(sorted(p.value for p in entry.permissions))
 
 
 def _now() -> str:

@@ -14,11 +14,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pacsd.addin.services import ALL_PERMISSIONS, Permission
+from pacsd.server.control.tokens import SHA256_HEX, TOKEN_NAME
+from pacsd.server.passcodes import InvalidPasscodeHash, parse_hash
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "PACSD_"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+#: Control-plane roles, least to most powerful (control/roles.py).
+ControlRole = Literal["viewer", "operator", "admin"]
 
 
 class ConfigError(Exception):
@@ -34,6 +47,42 @@ class AddinConfig(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class ControlToken(BaseModel):
+    """One ``[[control_tokens]]`` table: a bearer token known only by its SHA-256.
+
+    ``pacsd token create`` prints a new token and this table; the token itself is
+    never stored, so a leaked settings file grants nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: ControlRole
+    sha256: str
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not TOKEN_NAME.match(value):
+            raise ValueError(
+                "must be 1 to 64 letters, digits, '.', '_', '@' or '-', starting with a "
+                "letter or digit"
+            )
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_digest(cls, value: str) -> str:
+        digest = value.strip().lower()
+        if not SHA256_HEX.match(digest):
+            # Never echo the value: someone may have pasted the token itself here.
+            raise ValueError(
+                "must be the 64 hex digits of the token's SHA-256 (pacsd token create "
+                "prints it), not the token"
+            )
+        return digest
+
+
 class Settings(BaseModel):
     """Everything a pacsd process is configured with. Documented in docs/configuration.md."""
 
@@ -42,6 +91,9 @@ class Settings(BaseModel):
     ae_title: str = "PACSD"
     dicom_host: str = "127.0.0.1"
     dicom_port: int = Field(11112, ge=0, le=65535)
+    #: Serve plain (unencrypted) DICOM on dicom_port. False with the "security" add-in
+    #: configured: DICOM over TLS only (docs/security.md).
+    dicom_plain_listener: bool = True
     control_host: str = "127.0.0.1"
     control_port: int = Field(50051, ge=0, le=65535)
     data_dir: Path = Path("pacsd-data")
@@ -85,6 +137,29 @@ class Settings(BaseModel):
     #: Prometheus text endpoint (GET /metrics); unset: disabled, 0: a free port.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    #: DICOM access policy (docs/security.md): reject callers whose AE title is not in
+    #: the AE registry (A-ASSOCIATE-RJ, calling AE title not recognised).
+    require_known_calling_ae: bool = False
+    #: Reject associations whose called AE title is not ``ae_title``.
+    check_called_ae: bool = False
+    #: What callers missing from the registry may do, when they are let in.
+    unknown_ae_permissions: frozenset[Permission] = ALL_PERMISSIONS
+    #: Reject associations that do not identify a user of ``dicom_users``.
+    require_user_identity: bool = False
+    #: DICOM User Identity accounts: username -> ``pacsd hash-password`` output ("" for a
+    #: user who may identify by username only).
+    dicom_users: dict[str, str] = Field(default_factory=dict)
+    #: Control-plane TLS: server certificate chain and private key (PEM, both or neither).
+    control_tls_cert: Path | None = None
+    control_tls_key: Path | None = None
+    #: CA bundle (PEM) that client certificates must chain to (mutual TLS).
+    control_tls_client_ca: Path | None = None
+    #: Refuse TLS connections without a client certificate signed by control_tls_client_ca.
+    control_require_client_cert: bool = False
+    #: Bearer tokens accepted by the control plane, by SHA-256 (docs/security.md).
+    control_tokens: list[ControlToken] = Field(default_factory=list)
+    #: Client-certificate common name -> role, for mutual-TLS clients without a token.
+    control_client_roles: dict[str, ControlRole] = Field(default_factory=dict)
 
     @field_validator("ae_title")
     @classmethod
@@ -102,16 +177,95 @@ class Settings(BaseModel):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("control_host")
+    @field_validator("control_tokens")
     @classmethod
-    def _control_loopback(cls, value: str) -> str:
-        # Until the control plane speaks TLS with credentials, it must not leave the host.
-        if not is_loopback(value):
-            raise ValueError(
-                "the control plane listens on loopback only (127.0.0.0/8, ::1 or localhost) "
-                "until TLS and credentials are configured"
-            )
+    def _unique_tokens(cls, value: list[ControlToken]) -> list[ControlToken]:
+        names = [t.name for t in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"token name(s) used twice: {', '.join(twice)}")
+        if len({t.sha256 for t in value}) != len(value):
+            raise ValueError("two tokens have the same sha256")
         return value
+
+    @model_validator(mode="after")
+    def _control_security(self) -> Settings:
+        """TLS and credentials settings that only make sense together.
+
+        Off loopback, the control plane would hand the server to anyone who can reach
+        the port, so it needs TLS (nobody reads or alters the traffic) and a way to
+        authenticate callers. On loopback with neither tokens nor client certificates,
+        calls are not authenticated (local development; docs/security.md).
+        """
+        if (self.control_tls_cert is None) != (self.control_tls_key is None):
+            raise ValueError("control_tls_cert and control_tls_key must be given together")
+        tls = self.control_tls_cert is not None
+        if self.control_tls_client_ca is not None and not tls:
+            raise ValueError("control_tls_client_ca needs control_tls_cert and control_tls_key")
+        # gRPC either requires and verifies a client certificate or never asks for one;
+        # a CA without the requirement would be silently unused.
+        if self.control_tls_client_ca is not None and not self.control_require_client_cert:
+            raise ValueError(
+                "control_tls_client_ca needs control_require_client_cert = true (gRPC "
+                "cannot verify optional client certificates)"
+            )
+        if self.control_require_client_cert and self.control_tls_client_ca is None:
+            raise ValueError("control_require_client_cert needs control_tls_client_ca")
+        if self.control_client_roles and not self.control_require_client_cert:
+            raise ValueError(
+                "control_client_roles needs control_require_client_cert = true and "
+                "control_tls_client_ca"
+            )
+        if not is_loopback(self.control_host):
+            authenticated = bool(self.control_tokens) or self.control_require_client_cert
+            if not (tls and authenticated):
+                missing = []
+                if not tls:
+                    missing.append("TLS (control_tls_cert and control_tls_key)")
+                if not authenticated:
+                    missing.append(
+                        "authentication (control_tokens, or control_require_client_cert "
+                        "with control_tls_client_ca)"
+                    )
+                raise ValueError(
+                    f"control_host {self.control_host} is not loopback: the control plane "
+                    f"may listen there only with TLS and authentication; missing "
+                    f"{' and '.join(missing)}"
+                )
+        return self
+
+    @field_validator("unknown_ae_permissions", mode="before")
+    @classmethod
+    def _split_permissions(cls, value: Any) -> Any:
+        # PACSD_UNKNOWN_AE_PERMISSIONS=echo,store; the file gives a list.
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_serializer("unknown_ae_permissions", when_used="json")
+    def _sorted_permissions(self, value: frozenset[Permission]) -> list[str]:
+        # A set has no order; dumps (GetSettings, diffs) should not change between runs.
+        return sorted(p.value for p in value)
+
+    @field_validator("dicom_users")
+    @classmethod
+    def _check_dicom_users(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, stored in value.items():
+            if not user or len(user) > 256:
+                raise ValueError("user names must be 1 to 256 characters")
+            if stored:
+                try:
+                    parse_hash(stored)
+                except InvalidPasscodeHash as exc:
+                    # Names the user, never echoes the value.
+                    raise ValueError(f"user {user!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _user_identity_needs_users(self) -> Settings:
+        if self.require_user_identity and not self.dicom_users:
+            raise ValueError("require_user_identity needs at least one user in dicom_users")
+        return self
 
     @field_validator("metrics_host")
     @classmethod
@@ -138,7 +292,15 @@ def is_loopback(host: str) -> bool:
 ENV_FIELDS = tuple(
     name
     for name in Settings.model_fields
-    if name not in ("addins", "required_addins", "addin_paths")
+    if name
+    not in (
+        "addins",
+        "required_addins",
+        "addin_paths",
+        "control_tokens",
+        "control_client_roles",
+        "dicom_users",
+    )
 )
 
 
@@ -201,5 +363,9 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
+        if not err["loc"] and err["type"] == "value_error":
+            # Checks across settings name the settings in their own message.
+            parts.append(str(err.get("ctx", {}).get("error", msg)))
+            continue
         parts.append(f"{where}: {msg}")
     return "invalid settings: " + "; ".join(parts)

@@ -31,7 +31,11 @@ def cli() -> None:
 @click.option("--ae-title", help="AE title answered on the DICOM port [PACSD].")
 @click.option("--dicom-host", help="Address of the DICOM listener [127.0.0.1].")
 @click.option("--dicom-port", type=int, help="DICOM port; 0 picks a free one [11112].")
-@click.option("--control-host", help="Address of the gRPC control plane (loopback) [127.0.0.1].")
+@click.option(
+    "--control-host",
+    help="Address of the gRPC control plane; off loopback it needs TLS and credentials "
+    "[127.0.0.1].",
+)
 @click.option("--control-port", type=int, help="Control-plane port; 0 picks a free one [50051].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory [./pacsd-data].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL [INFO].")
@@ -136,6 +140,86 @@ def index_rebuild(config_file: Path | None, **flags: Any) -> None:
     finally:
         lock.release()
     click.echo(f"rebuilt {count} instances")
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens for the control plane (docs/security.md)."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="Who or what uses the token; shown in audit records.")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["viewer", "operator", "admin"]),
+    help="viewer: read; operator: lifecycle, AE titles, associations; admin: everything.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object with token, sha256 and the TOML table.",
+)
+def token_create(name: str, role: str, output: str) -> None:
+    """Print a new random token once, with the table to add to the settings file.
+
+    The server stores only the token's SHA-256, so the token cannot be shown again:
+    hand it to its user now (e.g. as PACSCTL_TOKEN). Restart pacsd after adding the
+    table.
+    """
+    import json
+
+    from pacsd.server.config import ControlToken
+    from pacsd.server.control.tokens import hash_token, new_token, toml_entry
+    from pydantic import ValidationError
+
+    secret = new_token()
+    try:
+        entry = ControlToken(name=name, role=role, sha256=hash_token(secret))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        _fail(f"invalid --name {name!r}: {exc.errors()[0]['msg']}")
+        return
+    snippet = toml_entry(entry.name, entry.role, entry.sha256)
+    if output == "json":
+        document = {
+            "name": entry.name,
+            "role": entry.role,
+            "token": secret,
+            "sha256": entry.sha256,
+            "toml": snippet,
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"token: {secret}")
+    click.echo("")
+    click.echo("# Add to the settings file and restart pacsd. The token is not stored")
+    click.echo("# anywhere and cannot be shown again.")
+    click.echo(snippet, nl=False)
+
+
+@cli.command("hash-password")
+def hash_password() -> None:
+    """Print the hash of a DICOM User Identity passcode, for the dicom_users setting.
+
+    The passcode is read from standard input (its first line) or, on a terminal, from a
+    prompt that does not echo; it is never shown or logged. Each run uses a new salt,
+    so hashing the same passcode twice gives two different, equally valid hashes.
+    """
+    from pacsd.server.passcodes import hash_passcode
+
+    if sys.stdin.isatty():
+        passcode = click.prompt(
+            "Passcode", hide_input=True, confirmation_prompt=True, err=True, type=str
+        )
+    else:
+        passcode = sys.stdin.readline().rstrip("\r\n")
+    if not passcode:
+        _fail("the passcode is empty")
+        return
+    click.echo(hash_passcode(passcode))
 
 
 def _server_id(data_dir: Path) -> str:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pacsd.core.metrics")
 
 #: Rejection reasons always exported (with 0), so dashboards see the series from start.
-REJECTION_REASONS = ("paused", "limit", "addin", "negotiation")
+REJECTION_REASONS = ("paused", "limit", "policy", "addin", "negotiation", "tls")
 
 
 class MetricsBindError(Exception):

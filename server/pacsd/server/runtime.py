@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pacsd.addin import AddinContext
 from pacsd.server import logsetup
@@ -22,6 +23,7 @@ from pacsd.server.control.grpc_server import DICOM_HEALTH_SERVICE, ControlPlane,
 from pacsd.server.dicom.client import PynetdicomClient
 from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.listener import DicomListener, ListenerState
+from pacsd.server.dicom.listeners import DicomListeners
 from pacsd.server.dicom.observers import Observers
 from pacsd.server.dicom.tracking import AssociationTracker
 from pacsd.server.metrics import MetricsEndpoint, StoreCounter
@@ -48,7 +50,8 @@ class Runtime:
         self.shutting_down = False
         self.control_port = settings.control_port
         self._shutdown_requested = threading.Event()
-        self._shutdown_grace = settings.grace_period
+        #: Set by a shutdown request that names its own grace period.
+        self._shutdown_grace: float | None = None
         self.db: ServerDatabase | None = None
         #: Default base services, created once the database is open (see start()).
         self.aetitles: SqliteAETitles | None = None
@@ -58,8 +61,13 @@ class Runtime:
         self.observers = Observers(lambda: self.addins.hooks)
         self.addins = AddinManager(settings, self._addin_context, services=self.services)
         dispatcher = Dispatcher(
-            lambda: self.addins.table, settings.handler_time_limit, self._resolve_ae
+            lambda: self.addins.table,
+            lambda: self.settings.handler_time_limit,
+            self._resolve_ae,
         )
+        self._dispatcher = dispatcher
+        #: The plain DICOM listener. Its tracker is shared by every listener, so live
+        #: associations, counters and aborts cover the TLS port too.
         self.listener = DicomListener(
             settings,
             lambda: self.addins.table,
@@ -67,6 +75,12 @@ class Runtime:
             dispatcher,
             self.observers,
         )
+        #: Plain and TLS listeners driven as one (start/stop/pause/resume, shutdown).
+        self.listeners = DicomListeners(
+            self.listener, self._tls_listener, serve_plain=settings.dicom_plain_listener
+        )
+        # The TLS port opens, moves and closes with the "security" service.
+        self.services.subscribe("security", lambda _name: self._security_changed())
         self.control: ControlPlane | None = None
         #: The log bus (tail and live streams) that logsetup installed on the root logger.
         self.logbus = logsetup.bus()
@@ -76,6 +90,48 @@ class Runtime:
         self.metrics: MetricsEndpoint | None = None
         #: Held from startup to exit: one process per data directory (storage/lock.py).
         self.data_lock = DataDirLock(settings.data_dir)
+
+    def dicom_listeners(self) -> list[DicomListener]:
+        """Every DICOM listener of the process (settings changes apply to each)."""
+        return self.listeners.all()
+
+    def _tls_listener(self, host: str, port: int) -> DicomListener:
+        return DicomListener(
+            self.settings,
+            lambda: self.addins.table,
+            self.listener.tracker,
+            self._dispatcher,
+            self.observers,
+            name="dicom-tls",
+            host=host or self.settings.dicom_host,
+            port=port,
+            tls_context=self._tls_context,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        security = self.services.get("security")
+        if security is None:
+            raise LookupError("no security service")
+        return cast(ssl.SSLContext, security.server_context())
+
+    def _tls_endpoint(self) -> tuple[str, int] | None:
+        """Where the "security" service wants the TLS listener; None for none."""
+        security = self.services.get("security")
+        if security is None:
+            return None
+        try:
+            endpoint = security.tls_endpoint()
+        except Exception:
+            log.exception("the security service failed to say where TLS listens")
+            return None
+        if endpoint is None:
+            return None
+        host, port = endpoint
+        return (host or self.settings.dicom_host, int(port))
+
+    def _security_changed(self) -> None:
+        self.listeners.set_tls(self._tls_endpoint())
+        self.refresh_health()
 
     def _addin_context(self, name: str, settings: Any) -> AddinContext:
         """The base services an add-in gets; the defaults until an add-in replaces one."""
@@ -94,6 +150,7 @@ class Runtime:
         """Bring every part up; returns the ``listening ...`` line. Raises StartupError."""
         from pacsd.server.addins.manager import StartupAddinError
         from pacsd.server.control.grpc_server import ControlBindError
+        from pacsd.server.control.tls import ControlTLSError
         from pacsd.server.dicom.listener import BindError
         from pacsd.server.metrics import MetricsBindError
         from pacsd.server.storage.database import DatabaseError
@@ -137,21 +194,32 @@ class Runtime:
             if s.metrics_port is not None:
                 self.metrics = MetricsEndpoint(self)
                 self.metrics.start(s.metrics_host, s.metrics_port)
-            self.listener.start()
+            self.listeners.set_tls(self._tls_endpoint())
+            if not self.listeners.all():
+                raise StartupError(
+                    "dicom_plain_listener is false and no DICOM TLS listener is configured "
+                    "(the security add-in needs cert_file and key_file)"
+                )
+            self.listeners.start()
         except (
             DatabaseError,
             IndexUnavailable,
             StartupAddinError,
             ControlBindError,
+            ControlTLSError,
             MetricsBindError,
             BindError,
+            StartupError,
         ) as exc:
             self._close()
             raise StartupError(str(exc)) from exc
         self.control.start()
         self.refresh_health()
+        # The plain listener, or the TLS one when it is the only one (TLS-only mode).
+        primary = self.listeners.primary()
+        assert primary is not None
         return (
-            f"listening dicom={grpc_address(self.listener.host, self.listener.port)} "
+            f"listening dicom={grpc_address(primary.host, primary.port)} "
             f"control={grpc_address(s.control_host, self.control_port)}"
         )
 
@@ -163,7 +231,7 @@ class Runtime:
     def refresh_health(self) -> None:
         """Publish the listener's state on the ``pacsd.dicom`` health service."""
         if self.control is not None:
-            running = self.listener.state is ListenerState.RUNNING and not self.shutting_down
+            running = self.listeners.state is ListenerState.RUNNING and not self.shutting_down
             self.control.set_health(DICOM_HEALTH_SERVICE, running)
 
     def request_shutdown(self, grace_period: float | None = None) -> None:
@@ -184,8 +252,10 @@ class Runtime:
         self.shutting_down = True
         self.refresh_health()
         grace = self._shutdown_grace
+        if grace is None:  # the setting may have changed at runtime
+            grace = self.settings.grace_period
         log.info("shutting down (grace period %.1fs)", grace)
-        self.listener.stop(grace)
+        self.listeners.stop(grace)
         self._close()
         log.info("stopped")
 

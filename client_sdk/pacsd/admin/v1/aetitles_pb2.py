@@ -25,39 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpacsd/admin/v1/aetitles.proto\x12\x0epacsd.admin.v1\x1a google/protobuf/field_mask.proto\"L\n\x07\x41\x45Title\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"<\n\x13ListAETitlesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListAETitlesResponse\x12*\n\tae_titles\x18\x01 \x03(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11GetAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\"?\n\x12GetAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\"A\n\x14\x43reateAETitleRequest\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\"S\n\x15\x43reateAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"r\n\x14UpdateAETitleRequest\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"S\n\x15UpdateAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"(\n\x14\x44\x65leteAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\"(\n\x15\x44\x65leteAETitleResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"7\n\x12\x45\x63hoAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\\\n\x13\x45\x63hoAETitleResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rround_trip_ms\x18\x04 \x01(\x01\x32\xb2\x04\n\x0e\x41\x45TitleService\x12Y\n\x0cListAETitles\x12#.pacsd.admin.v1.ListAETitlesRequest\x1a$.pacsd.admin.v1.ListAETitlesResponse\x12S\n\nGetAETitle\x12!.pacsd.admin.v1.GetAETitleRequest\x1a\".pacsd.admin.v1.GetAETitleResponse\x12\\\n\rCreateAETitle\x12$.pacsd.admin.v1.CreateAETitleRequest\x1a%.pacsd.admin.v1.CreateAETitleResponse\x12\\\n\rUpdateAETitle\x12$.pacsd.admin.v1.UpdateAETitleRequest\x1a%.pacsd.admin.v1.UpdateAETitleResponse\x12\\\n\rDeleteAETitle\x12$.pacsd.admin.v1.DeleteAETitleRequest\x1a%.pacsd.admin.v1.DeleteAETitleResponse\x12V\n\x0b\x45\x63hoAETitle\x12\".pacsd.admin.v1.EchoAETitleRequest\x1a#.pacsd.admin.v1.EchoAETitleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpacsd/admin/v1/aetitles.proto\x12\x0epacsd.admin.v1\x1a google/protobuf/field_mask.proto\"\x9b\x01\n\x07\x41\x45Title\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x11\x61llowed_addresses\x18\x05 \x03(\t\x12\x32\n\x0bpermissions\x18\x06 \x01(\x0b\x32\x1d.pacsd.admin.v1.PermissionSet\";\n\rPermissionSet\x12*\n\x06values\x18\x01 \x03(\x0e\x32\x1a.pacsd.admin.v1.Permission\"<\n\x13ListAETitlesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListAETitlesResponse\x12*\n\tae_titles\x18\x01 \x03(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11GetAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\"?\n\x12GetAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\"A\n\x14\x43reateAETitleRequest\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\"S\n\x15\x43reateAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"r\n\x14UpdateAETitleRequest\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"S\n\x15UpdateAETitleResponse\x12)\n\x08\x61\x65_title\x18\x01 \x01(\x0b\x32\x17.pacsd.admin.v1.AETitle\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"(\n\x14\x44\x65leteAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\"(\n\x15\x44\x65leteAETitleResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"7\n\x12\x45\x63hoAETitleRequest\x12\x10\n\x08\x61\x65_title\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\\\n\x13\x45\x63hoAETitleResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rround_trip_ms\x18\x04 \x01(\x01*\xdd\x01\n\nPermission\x12\x1a\n\x16PERMISSION_UNSPECIFIED\x10\x00\x12\x13\n\x0fPERMISSION_ECHO\x10\x01\x12\x14\n\x10PERMISSION_STORE\x10\x02\x12\x13\n\x0fPERMISSION_FIND\x10\x03\x12\x13\n\x0fPERMISSION_MOVE\x10\x04\x12\x12\n\x0ePERMISSION_GET\x10\x05\x12\x19\n\x15PERMISSION_N_SERVICES\x10\x06\x12\x18\n\x14PERMISSION_OVERWRITE\x10\x07\x12\x15\n\x11PERMISSION_DELETE\x10\x08\x32\xb2\x04\n\x0e\x41\x45TitleService\x12Y\n\x0cListAETitles\x12#.pacsd.admin.v1.ListAETitlesRequest\x1a$.pacsd.admin.v1.ListAETitlesResponse\x12S\n\nGetAETitle\x12!.pacsd.admin.v1.GetAETitleRequest\x1a\".pacsd.admin.v1.GetAETitleResponse\x12\\\n\rCreateAETitle\x12$.pacsd.admin.v1.CreateAETitleRequest\x1a%.pacsd.admin.v1.CreateAETitleResponse\x12\\\n\rUpdateAETitle\x12$.pacsd.admin.v1.UpdateAETitleRequest\x1a%.pacsd.admin.v1.UpdateAETitleResponse\x12\\\n\rDeleteAETitle\x12$.pacsd.admin.v1.DeleteAETitleRequest\x1a%.pacsd.admin.v1.DeleteAETitleResponse\x12V\n\x0b\x45\x63hoAETitle\x12\".pacsd.admin.v1.EchoAETitleRequest\x1a#.pacsd.admin.v1.EchoAETitleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsd.admin.v1.aetitles_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AETITLE']._serialized_start=83
-  _globals['_AETITLE']._serialized_end=159
-  _globals['_LISTAETITLESREQUEST']._serialized_start=161
-  _globals['_LISTAETITLESREQUEST']._serialized_end=221
-  _globals['_LISTAETITLESRESPONSE']._serialized_start=223
-  _globals['_LISTAETITLESRESPONSE']._serialized_end=314
-  _globals['_GETAETITLEREQUEST']._serialized_start=316
-  _globals['_GETAETITLEREQUEST']._serialized_end=353
-  _globals['_GETAETITLERESPONSE']._serialized_start=355
-  _globals['_GETAETITLERESPONSE']._serialized_end=418
-  _globals['_CREATEAETITLEREQUEST']._serialized_start=420
-  _globals['_CREATEAETITLEREQUEST']._serialized_end=485
-  _globals['_CREATEAETITLERESPONSE']._serialized_start=487
-  _globals['_CREATEAETITLERESPONSE']._serialized_end=570
-  _globals['_UPDATEAETITLEREQUEST']._serialized_start=572
-  _globals['_UPDATEAETITLEREQUEST']._serialized_end=686
-  _globals['_UPDATEAETITLERESPONSE']._serialized_start=688
-  _globals['_UPDATEAETITLERESPONSE']._serialized_end=771
-  _globals['_DELETEAETITLEREQUEST']._serialized_start=773
-  _globals['_DELETEAETITLEREQUEST']._serialized_end=813
-  _globals['_DELETEAETITLERESPONSE']._serialized_start=815
-  _globals['_DELETEAETITLERESPONSE']._serialized_end=855
-  _globals['_ECHOAETITLEREQUEST']._serialized_start=857
-  _globals['_ECHOAETITLEREQUEST']._serialized_end=912
-  _globals['_ECHOAETITLERESPONSE']._serialized_start=914
-  _globals['_ECHOAETITLERESPONSE']._serialized_end=1006
-  _globals['_AETITLESERVICE']._serialized_start=1009
-  _globals['_AETITLESERVICE']._serialized_end=1571
+  _globals['_PERMISSION']._serialized_start=1150
+  _globals['_PERMISSION']._serialized_end=1371
+  _globals['_AETITLE']._serialized_start=84
+  _globals['_AETITLE']._serialized_end=239
+  _globals['_PERMISSIONSET']._serialized_start=241
+  _globals['_PERMISSIONSET']._serialized_end=300
+  _globals['_LISTAETITLESREQUEST']._serialized_start=302
+  _globals['_LISTAETITLESREQUEST']._serialized_end=362
+  _globals['_LISTAETITLESRESPONSE']._serialized_start=364
+  _globals['_LISTAETITLESRESPONSE']._serialized_end=455
+  _globals['_GETAETITLEREQUEST']._serialized_start=457
+  _globals['_GETAETITLEREQUEST']._serialized_end=494
+  _globals['_GETAETITLERESPONSE']._serialized_start=496
+  _globals['_GETAETITLERESPONSE']._serialized_end=559
+  _globals['_CREATEAETITLEREQUEST']._serialized_start=561
+  _globals['_CREATEAETITLEREQUEST']._serialized_end=626
+  _globals['_CREATEAETITLERESPONSE']._serialized_start=628
+  _globals['_CREATEAETITLERESPONSE']._serialized_end=711
+  _globals['_UPDATEAETITLEREQUEST']._serialized_start=713
+  _globals['_UPDATEAETITLEREQUEST']._serialized_end=827
+  _globals['_UPDATEAETITLERESPONSE']._serialized_start=829
+  _globals['_UPDATEAETITLERESPONSE']._serialized_end=912
+  _globals['_DELETEAETITLEREQUEST']._serialized_start=914
+  _globals['_DELETEAETITLEREQUEST']._serialized_end=954
+  _globals['_DELETEAETITLERESPONSE']._serialized_start=956
+  _globals['_DELETEAETITLERESPONSE']._serialized_end=996
+  _globals['_ECHOAETITLEREQUEST']._serialized_start=998
+  _globals['_ECHOAETITLEREQUEST']._serialized_end=1053
+  _globals['_ECHOAETITLERESPONSE']._serialized_start=1055
+  _globals['_ECHOAETITLERESPONSE']._serialized_end=1147
+  _globals['_AETITLESERVICE']._serialized_start=1374
+  _globals['_AETITLESERVICE']._serialized_end=1936
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,17 +8,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Permission(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PERMISSION_UNSPECIFIED: _ClassVar[Permission]
+    PERMISSION_ECHO: _ClassVar[Permission]
+    PERMISSION_STORE: _ClassVar[Permission]
+    PERMISSION_FIND: _ClassVar[Permission]
+    PERMISSION_MOVE: _ClassVar[Permission]
+    PERMISSION_GET: _ClassVar[Permission]
+    PERMISSION_N_SERVICES: _ClassVar[Permission]
+    PERMISSION_OVERWRITE: _ClassVar[Permission]
+    PERMISSION_DELETE: _ClassVar[Permission]
+PERMISSION_UNSPECIFIED: Permission
+PERMISSION_ECHO: Permission
+PERMISSION_STORE: Permission
+PERMISSION_FIND: Permission
+PERMISSION_MOVE: Permission
+PERMISSION_GET: Permission
+PERMISSION_N_SERVICES: Permission
+PERMISSION_OVERWRITE: Permission
+PERMISSION_DELETE: Permission
+
 class AETitle(_message.Message):
-    __slots__ = ("ae_title", "host", "port", "description")
+    __slots__ = ("ae_title", "host", "port", "description", "allowed_addresses", "permissions")
     AE_TITLE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     ae_title: str
     host: str
     port: int
     description: str
-    def __init__(self, ae_title: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    allowed_addresses: _containers.RepeatedScalarFieldContainer[str]
+    permissions: PermissionSet
+    def __init__(self, ae_title: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., description: _Optional[str] = ..., allowed_addresses: _Optional[_Iterable[str]] = ..., permissions: _Optional[_Union[PermissionSet, _Mapping]] = ...) -> None: ...
+
+class PermissionSet(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[Permission]
+    def __init__(self, values: _Optional[_Iterable[_Union[Permission, str]]] = ...) -> None: ...
 
 class ListAETitlesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -28,6 +28,12 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ASSOCIATION_NOT_FOUND: _ClassVar[ErrorReason]
     LOG_SOURCE_NOT_FOUND: _ClassVar[ErrorReason]
     TOO_MANY_STREAMS: _ClassVar[ErrorReason]
+    SETTING_REQUIRES_RESTART: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    TOKEN_INVALID: _ClassVar[ErrorReason]
+    PERMISSION_DENIED: _ClassVar[ErrorReason]
+    TLS_NOT_CONFIGURED: _ClassVar[ErrorReason]
+    CERTIFICATE_INVALID: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INTERNAL_ERROR: ErrorReason
 INVALID_ARGUMENT: ErrorReason
@@ -50,3 +56,9 @@ STORAGE_UNAVAILABLE: ErrorReason
 ASSOCIATION_NOT_FOUND: ErrorReason
 LOG_SOURCE_NOT_FOUND: ErrorReason
 TOO_MANY_STREAMS: ErrorReason
+SETTING_REQUIRES_RESTART: ErrorReason
+UNAUTHENTICATED: ErrorReason
+TOKEN_INVALID: ErrorReason
+PERMISSION_DENIED: ErrorReason
+TLS_NOT_CONFIGURED: ErrorReason
+CERTIFICATE_INVALID: ErrorReason

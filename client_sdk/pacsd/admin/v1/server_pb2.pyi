@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -145,3 +146,33 @@ class ShutdownRequest(_message.Message):
 class ShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetSettingsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSettingsResponse(_message.Message):
+    __slots__ = ("settings", "runtime_settings")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: _struct_pb2.Struct
+    runtime_settings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., runtime_settings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateSettingsRequest(_message.Message):
+    __slots__ = ("settings", "validate_only")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    settings: _struct_pb2.Struct
+    validate_only: bool
+    def __init__(self, settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class UpdateSettingsResponse(_message.Message):
+    __slots__ = ("settings", "changed_fields", "changed")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    settings: _struct_pb2.Struct
+    changed_fields: _containers.RepeatedScalarFieldContainer[str]
+    changed: bool
+    def __init__(self, settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., changed_fields: _Optional[_Iterable[str]] = ..., changed: _Optional[bool] = ...) -> None: ...

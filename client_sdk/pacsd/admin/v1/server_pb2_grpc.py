@@ -69,6 +69,16 @@ class ServerServiceStub:
                 request_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.GetSettings = channel.unary_unary(
+                '/pacsd.admin.v1.ServerService/GetSettings',
+                request_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSettings = channel.unary_unary(
+                '/pacsd.admin.v1.ServerService/UpdateSettings',
+                request_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsRequest.SerializeToString,
+                response_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class ServerServiceServicer:
@@ -124,6 +134,24 @@ class ServerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettings(self, request, context):
+        """Every setting in force, keyed as in the TOML settings file (secrets masked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSettings(self, request, context):
+        """Change settings that take effect without a restart (log level, limits,
+        timeouts). Idempotent: values already in force give changed = false. A setting
+        that needs a restart gives FAILED_PRECONDITION (SETTING_REQUIRES_RESTART); an
+        unknown name or an invalid value gives INVALID_ARGUMENT naming the field. The
+        change lasts until the process ends; the settings file is not rewritten.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +184,16 @@ def add_ServerServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownRequest.FromString,
                     response_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsRequest.FromString,
+                    response_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsResponse.SerializeToString,
+            ),
+            'UpdateSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSettings,
+                    request_deserializer=pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsRequest.FromString,
+                    response_serializer=pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +363,60 @@ class ServerService:
             '/pacsd.admin.v1.ServerService/Shutdown',
             pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownRequest.SerializeToString,
             pacsd_dot_admin_dot_v1_dot_server__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsd.admin.v1.ServerService/GetSettings',
+            pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsRequest.SerializeToString,
+            pacsd_dot_admin_dot_v1_dot_server__pb2.GetSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsd.admin.v1.ServerService/UpdateSettings',
+            pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsRequest.SerializeToString,
+            pacsd_dot_admin_dot_v1_dot_server__pb2.UpdateSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

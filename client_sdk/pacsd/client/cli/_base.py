@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+import grpc
 from pacsd.client.client import Client
+from pacsd.client.credentials import Credentials, CredentialsError
 from pacsd.client.errors import PacsdError
 
 #: Exit statuses; documented in docs/cli.md, which scripts rely on.
@@ -26,6 +28,8 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 #: Fleet commands only: some servers failed (or were unreachable), others succeeded.
 EXIT_PARTIAL = 4
+#: The server refused the credentials (UNAUTHENTICATED) or the role (PERMISSION_DENIED).
+EXIT_AUTH = 5
 
 TABLE = "table"
 JSON = "json"
@@ -49,6 +53,8 @@ class CliContext:
     timeout: float
     _client: Client | None = field(default=None, repr=False)
     fleet: FleetOptions | None = None
+    #: From --token/--cacert/--cert/--key (or their PACSCTL_* variables); None: none.
+    credentials: Credentials | None = field(default=None, repr=False)
 
     @property
     def json(self) -> bool:
@@ -57,7 +63,12 @@ class CliContext:
     def client(self) -> Client:
         """One channel per invocation, opened only by commands that need it."""
         if self._client is None:
-            self._client = Client(self.endpoint, timeout=self.timeout)
+            try:
+                self._client = Client(
+                    self.endpoint, timeout=self.timeout, credentials=self.credentials
+                )
+            except CredentialsError as exc:  # e.g. a token in plaintext to another host
+                raise click.UsageError(str(exc)) from exc
         return self._client
 
     def close(self) -> None:
@@ -76,8 +87,13 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext)
 
 
+_AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
 def exit_code(error: PacsdError) -> int:
-    return EXIT_UNREACHABLE if error.unreachable else EXIT_ERROR
+    if error.unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_AUTH if error.code in _AUTH_CODES else EXIT_ERROR
 
 
 def one_line(text: str) -> str:

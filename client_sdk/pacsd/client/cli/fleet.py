@@ -66,12 +66,17 @@ def build_fleet(cli: CliContext, default_inventory: Path | None = None) -> Fleet
                 opts.endpoints,
                 timeout=cli.timeout,
                 parallelism=parallelism or DEFAULT_PARALLELISM,
+                credentials=cli.credentials,
             )
         path = opts.inventory if opts is not None and opts.inventory else default_inventory
         if path is None:
             if opts is not None and opts.selector:
                 raise click.UsageError("--selector needs --fleet")
-            return Fleet([FleetServer(cli.endpoint, cli.endpoint)], timeout=cli.timeout)
+            return Fleet(
+                [FleetServer(cli.endpoint, cli.endpoint)],
+                timeout=cli.timeout,
+                credentials=cli.credentials,
+            )
         inventory = load_inventory(path)
         selector = opts.selector if opts else None
         fleet = Fleet.from_inventory(
@@ -79,6 +84,8 @@ def build_fleet(cli: CliContext, default_inventory: Path | None = None) -> Fleet
             selector=selector,
             timeout=cli.timeout if _timeout_given() else None,  # else the inventory's
             parallelism=parallelism,
+            # --token/--cacert/... serve the servers the inventory gives no profile.
+            credentials=cli.credentials,
         )
     except InventoryError as exc:
         hint = "--endpoints" if opts is not None and opts.endpoints else "--fleet"

@@ -22,12 +22,15 @@ from pacsd.client.cli.addin import COMMANDS as ADDIN_COMMANDS
 from pacsd.client.cli.ae import COMMANDS as AE_COMMANDS
 from pacsd.client.cli.apply import COMMANDS as APPLY_COMMANDS
 from pacsd.client.cli.assoc import COMMANDS as ASSOC_COMMANDS
+from pacsd.client.cli.certs import COMMANDS as CERTS_COMMANDS
 from pacsd.client.cli.logs import COMMANDS as LOGS_COMMANDS
 from pacsd.client.cli.logs import FLEET_COMMANDS as LOG_LEVEL_COMMANDS
 from pacsd.client.cli.rollout import COMMANDS as ROLLOUT_COMMANDS
 from pacsd.client.cli.server import COMMANDS
+from pacsd.client.cli.settings import COMMANDS as SETTINGS_COMMANDS
 from pacsd.client.cli.storage import COMMANDS as STORAGE_COMMANDS
 from pacsd.client.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT
+from pacsd.client.credentials import Credentials, CredentialsError
 from pacsd.client.errors import PacsdError
 
 try:
@@ -119,6 +122,34 @@ class PacsctlGroup(click.Group):
     metavar="N",
     help="With a fleet: calls in flight at once [default: the inventory's, else 32].",
 )
+@click.option(
+    "--token",
+    envvar="PACSCTL_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Bearer token for the control plane (prefer the variable: arguments show in ps).",
+)
+@click.option(
+    "--cacert",
+    envvar="PACSCTL_CACERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate (PEM) that verifies the server; switches to TLS.",
+)
+@click.option(
+    "--cert",
+    envvar="PACSCTL_CERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client certificate (PEM) for mutual TLS; needs --key.",
+)
+@click.option(
+    "--key",
+    envvar="PACSCTL_KEY",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Private key (PEM) of --cert.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -129,15 +160,25 @@ def cli(
     fleet_file: str | None,
     selector: str | None,
     parallelism: int | None,
+    token: str | None,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
 ) -> None:
     """pacsctl: drive a pacsd server over its gRPC control plane.
 
     Results go to stdout, errors to stderr. Exit status: 0 ok, 1 error (or not
-    SERVING), 2 usage error, 3 no pacsd reachable at the endpoint. With --endpoints
-    or --fleet every command runs on each server: 0 all succeeded, 4 some failed,
-    3 none reachable.
+    SERVING), 2 usage error, 3 no pacsd reachable at the endpoint, 5 credentials
+    refused or role insufficient. With --endpoints or --fleet every command runs on
+    each server: 0 all succeeded, 4 some failed, 3 none reachable.
     """
     state = CliContext(endpoint=endpoint, write_out=write_out.lower(), timeout=timeout)
+    try:
+        state.credentials = Credentials.from_options(
+            token=token, cacert=cacert, cert=cert, key=key, name="pacsctl"
+        )
+    except CredentialsError as exc:
+        raise click.UsageError(str(exc)) from exc
     state.fleet = _fleet_options(ctx, endpoints, fleet_file, selector, parallelism)
     ctx.obj = state
     ctx.call_on_close(state.close)
@@ -178,16 +219,19 @@ FAN_OUT_COMMANDS = (
     *AE_COMMANDS,
     *STORAGE_COMMANDS,
     *LOG_LEVEL_COMMANDS,
+    *SETTINGS_COMMANDS,
 )
 fleet_cli.install(FAN_OUT_COMMANDS)
 
 # Streams (logs, assoc watch) and association IDs belong to one server: no fleets.
+# certs init/issue run locally, without any server.
 for _command in (
     *FAN_OUT_COMMANDS,
     *APPLY_COMMANDS,
     *ROLLOUT_COMMANDS,
     *LOGS_COMMANDS,
     *ASSOC_COMMANDS,
+    *CERTS_COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -239,6 +239,10 @@ class AddinManager:
                 record.instance.settings_changed(validated)
             except Exception:
                 log.exception("add-in %s failed to apply new settings", name)
+            if self._services is not None:
+                # A provider's settings may move what the server built on the service
+                # (the DICOM TLS port follows the "security" settings).
+                self._services.changed(self._services.provided_by(name))
             return after, True
 
     def invoke(self, name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -334,11 +338,12 @@ class AddinManager:
     def _install_services(self, name: str, instance: Addin, replacing: AddinRecord | None) -> None:
         if self._services is None or not instance.provides:
             return
-        if replacing is not None:
-            self._services.release(name)
+        released = self._services.release(name, notify=False) if replacing is not None else []
         for service in instance.provides:
             self._services.override(service, name, instance.provide(service))
             log.info("add-in %s provides the %s service", name, service)
+        # Services the old version provided and this one does not are back to default.
+        self._services.changed(s for s in released if s not in instance.provides)
 
     def _check_conflicts(self, record: AddinRecord, ignore: AddinRecord | None = None) -> None:
         others = [

@@ -10,15 +10,19 @@ import base64
 import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import grpc
 from pacsd.addin.services import (
+    UNSET,
     AETitleConflict,
     AETitleEntry,
     AETitles,
     DicomClient,
     InvalidAETitleEntry,
+    Permission,
     UnknownAETitle,
+    Unset,
 )
 from pacsd.admin.v1 import aetitles_pb2, aetitles_pb2_grpc, errors_pb2
 from pacsd.server.aetitles import normalize_ae_title
@@ -28,14 +32,43 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 #: Longest C-ECHO wait a caller may ask for; longer is a typo, not a wish.
 MAX_ECHO_TIMEOUT = 300.0
-_UPDATABLE = ("host", "port", "description")
+_UPDATABLE = ("host", "port", "description", "allowed_addresses", "permissions")
 _TOKEN_PREFIX = "ae:"
+#: Permission <-> its proto enum value ("n-services" <-> PERMISSION_N_SERVICES).
+_TO_PROTO: dict[Permission, aetitles_pb2.Permission] = {
+    p: cast(aetitles_pb2.Permission, aetitles_pb2.Permission.Value("PERMISSION_" + p.name))
+    for p in Permission
+}
+_FROM_PROTO = {number: p for p, number in _TO_PROTO.items()}
 
 
 def ae_title_message(entry: AETitleEntry) -> aetitles_pb2.AETitle:
-    return aetitles_pb2.AETitle(
-        ae_title=entry.ae_title, host=entry.host, port=entry.port, description=entry.description
+    msg = aetitles_pb2.AETitle(
+        ae_title=entry.ae_title,
+        host=entry.host,
+        port=entry.port,
+        description=entry.description,
+        allowed_addresses=list(entry.allowed_addresses),
     )
+    if entry.permissions is not None:
+        msg.permissions.SetInParent()  # set, even when empty: "no permission" is not "all"
+        msg.permissions.values.extend(sorted(_TO_PROTO[p] for p in entry.permissions))
+    return msg
+
+
+def permissions_from_message(msg: aetitles_pb2.AETitle) -> frozenset[Permission] | None:
+    """The permission set an AETitle carries; None (all) when the field is unset."""
+    if not msg.HasField("permissions"):
+        return None
+    granted = set()
+    for value in msg.permissions.values:
+        permission = _FROM_PROTO.get(value)
+        if permission is None:
+            raise _invalid(
+                "ae_title.permissions", f"permissions: {value} is not a known Permission value"
+            )
+        granted.add(permission)
+    return frozenset(granted)
 
 
 def _invalid(field: str, message: str) -> ControlError:
@@ -156,6 +189,8 @@ class AETitleServicer(aetitles_pb2_grpc.AETitleServiceServicer):
             host=msg.host,
             port=msg.port,
             description=msg.description,
+            allowed_addresses=tuple(msg.allowed_addresses),
+            permissions=permissions_from_message(msg),
         )
         with _registry_errors("ae_title."):
             changed = self._aetitles.create(entry)
@@ -179,12 +214,19 @@ class AETitleServicer(aetitles_pb2_grpc.AETitleServiceServicer):
                     "update_mask",
                     f"cannot update {path!r}; updatable fields: {', '.join(_UPDATABLE)}",
                 )
+        permissions: frozenset[Permission] | Unset | None = UNSET
+        if "permissions" in paths:
+            permissions = permissions_from_message(msg)
         with _registry_errors("ae_title."):
             entry, changed = self._aetitles.update(
                 key,
                 host=msg.host if "host" in paths else None,
                 port=msg.port if "port" in paths else None,
                 description=msg.description if "description" in paths else None,
+                allowed_addresses=(
+                    tuple(msg.allowed_addresses) if "allowed_addresses" in paths else None
+                ),
+                permissions=permissions,
             )
         return aetitles_pb2.UpdateAETitleResponse(ae_title=ae_title_message(entry), changed=changed)
 

@@ -4,9 +4,11 @@ A gRPC server interceptor rather than code in each servicer, so that no RPC adde
 later can forget it: every ``pacsd.admin.v1`` unary method is audited unless its name
 says it only reads (Get*, List*, Watch*, Stream*, or EchoAETitle, which sends a
 C-ECHO but changes nothing). Each record (logger ``pacsd.control.audit``, source
-"control", level AUDIT) says who (the caller's address and user agent; there is no
-authentication yet), what (method and request, secrets masked), when (the record's
-time), the result (status code, error reason) and how long it took.
+"control", level AUDIT) says who (the authenticated principal -- a token's name or a
+client certificate's CN, never the token -- and the caller's address and user agent),
+what (method and request, secrets masked), when (the record's time), the result
+(status code, error reason) and how long it took. Calls refused by authentication
+(control/auth.py) are recorded too, whatever the method.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from pacsd.server.control import principal
 from pacsd.server.logbus import AUDIT, AUDIT_LOGGER
 
 audit_log = logging.getLogger(AUDIT_LOGGER)
@@ -119,6 +122,8 @@ def record(
     duration_ms = (time.perf_counter() - started) * 1000
     rpc_name = method.removeprefix("/").removeprefix(_PACKAGE[1:])
     client = context.peer()
+    caller = principal.current()
+    who = client if caller is None else f"{caller} ({client})"
     request_json = request_text(request)
     outcome = name if not reason else f"{name}/{reason}"
     if name != "OK" and (details := _details(context)):
@@ -127,13 +132,14 @@ def record(
         AUDIT,
         "%s by %s: %s in %.0f ms %s",
         rpc_name.replace("/", "."),
-        client,
+        who,
         outcome,
         duration_ms,
         request_json,
         extra={
             "rpc": method.removeprefix("/"),
             "client": client,
+            "principal": "" if caller is None else str(caller),
             "user_agent": _user_agent(context),
             "code": name,
             "reason": reason,

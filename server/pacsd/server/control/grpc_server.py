@@ -17,6 +17,8 @@ from pacsd.admin.v1 import (
     associations_pb2_grpc,
     logs_pb2,
     logs_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     storage_pb2,
@@ -27,10 +29,13 @@ from pacsd.server.control.addin_service import AddinServicer
 from pacsd.server.control.aetitle_service import AETitleServicer
 from pacsd.server.control.association_service import AssociationServicer
 from pacsd.server.control.audit import AuditInterceptor
+from pacsd.server.control.auth import Authenticator, AuthInterceptor
 from pacsd.server.control.log_service import LogServicer
+from pacsd.server.control.security_service import SecurityServicer
 from pacsd.server.control.server_service import ServerServicer
 from pacsd.server.control.storage_service import StorageServicer
 from pacsd.server.control.streams import MAX_STREAMS, StreamSlots
+from pacsd.server.control.tls import ControlTLS
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -46,6 +51,7 @@ SERVICE_NAMES = (
     storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
     logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
     associations_pb2.DESCRIPTOR.services_by_name["AssociationService"].full_name,
+    security_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
 )
 
 
@@ -61,6 +67,9 @@ def grpc_address(host: str, port: int) -> str:
 
 class ControlPlane:
     def __init__(self, runtime: Runtime) -> None:
+        self._settings = runtime.settings
+        #: Set by ``bind`` when the settings name a certificate (control/tls.py).
+        self.tls: ControlTLS | None = None
         self.health = health.HealthServicer()
         self.streams = StreamSlots(MAX_STREAMS)
         self._server = grpc.server(
@@ -71,8 +80,13 @@ class ControlPlane:
             # gRPC sets SO_REUSEPORT by default, which would let a second pacsd "bind" a
             # control port that is already taken.
             options=[("grpc.so_reuseport", 0)],
-            # Every state-changing call leaves an AUDIT record (control/audit.py).
-            interceptors=[AuditInterceptor()],
+            # Credentials and roles are checked first (control/auth.py), so the audit
+            # record of a call names who made it; every state-changing call leaves an
+            # AUDIT record (control/audit.py).
+            interceptors=[
+                AuthInterceptor(Authenticator.from_settings(runtime.settings)),
+                AuditInterceptor(),
+            ],
         )
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
         addins_pb2_grpc.add_AddinServiceServicer_to_server(AddinServicer(runtime), self._server)
@@ -91,14 +105,32 @@ class ControlPlane:
         associations_pb2_grpc.add_AssociationServiceServicer_to_server(
             AssociationServicer(runtime, self.streams), self._server
         )
+        security_pb2_grpc.add_SecurityServiceServicer_to_server(
+            SecurityServicer(runtime), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
 
     def bind(self, host: str, port: int) -> int:
+        """Bind the port, with TLS when configured; raises ControlTLSError for unusable
+        certificate files and ControlBindError for a port that cannot be bound."""
+        s = self._settings
+        if s.control_tls_cert is not None and s.control_tls_key is not None:
+            self.tls = ControlTLS(
+                s.control_tls_cert,
+                s.control_tls_key,
+                s.control_tls_client_ca,
+                require_client_cert=s.control_require_client_cert,
+            )
         try:
-            bound = self._server.add_insecure_port(grpc_address(host, port))
+            if self.tls is not None:
+                bound = self._server.add_secure_port(
+                    grpc_address(host, port), self.tls.server_credentials()
+                )
+            else:
+                bound = self._server.add_insecure_port(grpc_address(host, port))
         except RuntimeError as exc:
             raise ControlBindError(host, port) from exc
         if bound == 0:

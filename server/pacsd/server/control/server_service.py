@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 from pacsd.admin.v1 import errors_pb2, server_pb2, server_pb2_grpc
+from pacsd.server import live_settings
 from pacsd.server.control.errors import ControlError, rpc
 from pacsd.server.dicom.listener import BindError, ListenerState, ListenerStoppedError
 
@@ -22,6 +24,7 @@ _STATES = {
 class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._settings = live_settings.LiveSettings(runtime)
 
     def _server(self) -> server_pb2.Server:
         rt = self._rt
@@ -34,7 +37,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             state=(
                 server_pb2.SERVER_STATE_SHUTTING_DOWN
                 if rt.shutting_down
-                else _STATES[listener.state]
+                else _STATES[rt.listeners.state]
             ),
             data_dir=str(rt.settings.data_dir.resolve()),
             pid=rt.pid,
@@ -48,19 +51,20 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             ),
         )
         msg.start_time.FromDatetime(rt.started_at)
-        msg.listeners.add(
-            protocol="dicom",
-            ae_title=rt.settings.ae_title,
-            host=listener.host,
-            port=listener.port,
-            tls=False,
-            listening=listener.state is not ListenerState.STOPPED,
-        )
+        for dicom in rt.listeners.all():  # plain first, then TLS
+            msg.listeners.add(
+                protocol="dicom",
+                ae_title=rt.settings.ae_title,
+                host=dicom.host,
+                port=dicom.port,
+                tls=dicom.tls_context is not None,
+                listening=dicom.state is not ListenerState.STOPPED,
+            )
         msg.listeners.add(
             protocol="control",
             host=rt.settings.control_host,
             port=rt.control_port,
-            tls=False,
+            tls=rt.control is not None and rt.control.tls is not None,
             listening=True,
         )
         if rt.metrics is not None:
@@ -93,7 +97,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     ) -> server_pb2.StartServerResponse:
         self._refuse_if_shutting_down()
         try:
-            changed = self._rt.listener.start()
+            changed = self._rt.listeners.start()
         except BindError as exc:
             raise ControlError(
                 grpc.StatusCode.UNAVAILABLE if exc.in_use else grpc.StatusCode.FAILED_PRECONDITION,
@@ -109,7 +113,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     ) -> server_pb2.StopServerResponse:
         self._refuse_if_shutting_down()
         grace = self._grace(request)
-        changed = self._rt.listener.stop(grace, wait=False)
+        changed = self._rt.listeners.stop(grace, wait=False)
         return server_pb2.StopServerResponse(server=self._server(), changed=changed)
 
     @rpc
@@ -117,7 +121,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         self, request: server_pb2.PauseServerRequest, context: grpc.ServicerContext
     ) -> server_pb2.PauseServerResponse:
         self._refuse_if_shutting_down()
-        changed = self._toggle(self._rt.listener.pause)
+        changed = self._toggle(self._rt.listeners.pause)
         return server_pb2.PauseServerResponse(server=self._server(), changed=changed)
 
     @rpc
@@ -125,7 +129,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         self, request: server_pb2.ResumeServerRequest, context: grpc.ServicerContext
     ) -> server_pb2.ResumeServerResponse:
         self._refuse_if_shutting_down()
-        changed = self._toggle(self._rt.listener.resume)
+        changed = self._toggle(self._rt.listeners.resume)
         return server_pb2.ResumeServerResponse(server=self._server(), changed=changed)
 
     @rpc
@@ -134,6 +138,54 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     ) -> server_pb2.ShutdownResponse:
         self._rt.request_shutdown(self._grace(request))
         return server_pb2.ShutdownResponse()
+
+    @rpc
+    def GetSettings(
+        self, request: server_pb2.GetSettingsRequest, context: grpc.ServicerContext
+    ) -> server_pb2.GetSettingsResponse:
+        return server_pb2.GetSettingsResponse(
+            settings=_struct(live_settings.public_view(self._rt)),
+            runtime_settings=sorted(live_settings.RUNTIME),
+        )
+
+    @rpc
+    def UpdateSettings(
+        self, request: server_pb2.UpdateSettingsRequest, context: grpc.ServicerContext
+    ) -> server_pb2.UpdateSettingsResponse:
+        self._refuse_if_shutting_down()
+        values = json_format.MessageToDict(request.settings)
+        if not values:
+            raise ControlError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                errors_pb2.INVALID_ARGUMENT,
+                "no settings given",
+                {"field": "settings"},
+            )
+        try:
+            update = self._settings.update(values, validate_only=request.validate_only)
+        except live_settings.UnknownSetting as exc:
+            raise ControlError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                errors_pb2.INVALID_ARGUMENT,
+                str(exc),
+                {"field": ",".join(exc.names)},
+            ) from exc
+        except live_settings.InvalidSetting as exc:
+            raise ControlError(
+                grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.INVALID_ARGUMENT, str(exc)
+            ) from exc
+        except live_settings.RequiresRestart as exc:
+            raise ControlError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                errors_pb2.SETTING_REQUIRES_RESTART,
+                str(exc),
+                {"fields": ",".join(exc.names)},
+            ) from exc
+        return server_pb2.UpdateSettingsResponse(
+            settings=_struct(update.settings),
+            changed_fields=list(update.changed),
+            changed=bool(update.changed),
+        )
 
     def _grace(self, request: server_pb2.StopServerRequest | server_pb2.ShutdownRequest) -> float:
         if not request.HasField("grace_period"):
@@ -156,3 +208,9 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             raise ControlError(
                 grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.SERVER_STOPPED, str(exc)
             ) from exc
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message

@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 from pacsd.addin import AssociationInfo, UserIdentity
+from pacsd.addin.services import ALL_PERMISSIONS
 from pynetdicom.association import Association
 
 
@@ -39,6 +40,8 @@ def _build(assoc: Association) -> AssociationInfo:
         peer_port=int(requestor.port or 0),
         user_identity=identity,
         tls_peer_subject=_tls_subject(assoc),
+        # Decided by the access policy at admission (dicom/policy.py), before this is built.
+        permissions=getattr(assoc, "pacsd_permissions", ALL_PERMISSIONS),
     )
 
 

@@ -246,6 +246,20 @@ class PynetdicomClient:
         #: Off only in the test that shows what the guard prevents.
         self.guard_lost_responses = guard_lost_responses
 
+    def configure(
+        self,
+        *,
+        acse_timeout: float,
+        dimse_timeout: float,
+        network_timeout: float,
+        max_pdu_size: int,
+    ) -> None:
+        """New limits for the next association (settings changed at runtime)."""
+        self._timeouts = _Timeouts(
+            self._timeouts.connection, acse_timeout, dimse_timeout, network_timeout
+        )
+        self.max_pdu_size = max_pdu_size
+
     # -- DicomClient ---------------------------------------------------------------
 
     def echo(self, ae_title: str, *, timeout: float | None = None) -> EchoResult:

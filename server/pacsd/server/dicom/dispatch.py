@@ -32,6 +32,7 @@ from pacsd.addin.requests import _Lazy
 from pacsd.server import logcontext
 from pacsd.server.addins.record import HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
+from pacsd.server.dicom import policy
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.spool import SpoolFile
 from pydicom.dataset import Dataset
@@ -60,12 +61,14 @@ class Dispatcher:
     def __init__(
         self,
         current_table: Callable[[], RoutingTable],
-        default_time_limit: float | None,
+        default_time_limit: Callable[[], float | None],
         resolve_ae: Callable[[str], Any],
     ) -> None:
         self._current = current_table
         self._default_limit = default_time_limit
         self._resolve_ae = resolve_ae
+        #: The AE registry lookup, shared with the access policy's admission check.
+        self.resolve_ae = resolve_ae
 
     # -- routing ------------------------------------------------------------------------
 
@@ -81,8 +84,24 @@ class Dispatcher:
             return current
         return None
 
+    def _refused(self, event: Event, service: Service) -> bool:
+        """True when the association's permissions do not cover ``service`` (logged)."""
+        info = association_info(event.assoc)
+        missing = policy.missing_permissions(service, info.permissions)
+        if not missing:
+            return False
+        log.warning(
+            "%s from %s (%s) refused with 0x0124: no %s permission",
+            service,
+            info.calling_ae,
+            info.peer_host,
+            "/".join(missing),
+        )
+        return True
+
     def _limit(self, route: Route) -> float | None:
-        return route.spec.time_limit or self._default_limit
+        # Read per request: the operator may change the default at runtime.
+        return route.spec.time_limit or self._default_limit()
 
     def _call(self, route: Route, request: Any) -> Any:
         with logcontext.association(request.association):
@@ -129,6 +148,8 @@ class Dispatcher:
     # -- single-response services ------------------------------------------------------
 
     def handle_echo(self, event: Event) -> int:
+        if self._refused(event, Service.C_ECHO):
+            return int(Status.REFUSED_NOT_AUTHORIZED)
         route = self._route(event, Service.C_ECHO)
         if route is None:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)
@@ -144,6 +165,10 @@ class Dispatcher:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)
         rq: Any = event.request
         spooled: SpoolFile | None = getattr(rq, "_pacsd_spool", None)
+        if self._refused(event, Service.C_STORE):
+            if spooled is not None:
+                spooled.discard()
+            return int(Status.REFUSED_NOT_AUTHORIZED)
         if spooled is not None and spooled.error is not None:
             # The disk refused the data as it arrived; nothing was kept.
             log.error("C-STORE of %s answered 0xA700: %s", rq.AffectedSOPInstanceUID, spooled.error)
@@ -173,6 +198,9 @@ class Dispatcher:
                 spooled.discard()
 
     def _n_service(self, event: Event, service: Service, returns_dataset: bool) -> Any:
+        if self._refused(event, service):
+            status = int(Status.REFUSED_NOT_AUTHORIZED)
+            return (status, None) if returns_dataset else status
         route = self._route(event, service)
         if route is None:
             status = int(Status.SOP_CLASS_NOT_SUPPORTED)
@@ -225,6 +253,9 @@ class Dispatcher:
     # -- generator services: FIND, GET, MOVE ---------------------------------------------
 
     def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        if self._refused(event, Service.C_FIND):
+            yield int(Status.REFUSED_NOT_AUTHORIZED), None
+            return
         route = self._route(event, Service.C_FIND)
         if route is None:
             yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
@@ -233,6 +264,9 @@ class Dispatcher:
         yield from self._pending(route, event, request, expect_count=False)
 
     def handle_get(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, Service.C_GET):
+            yield from _fail_early(int(Status.REFUSED_NOT_AUTHORIZED), True)
+            return
         route = self._route(event, Service.C_GET)
         if route is None:
             yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
@@ -245,6 +279,13 @@ class Dispatcher:
         yield from results
 
     def handle_move(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, Service.C_MOVE):
+            # pynetdicom answers a missing destination itself, before any count; the
+            # engine rewrites that answer's status (PacsdDIMSE.send_msg), so nothing
+            # is dialled and the peer reads 0x0124.
+            _answer_with(event, int(Status.REFUSED_NOT_AUTHORIZED))
+            yield None, None
+            return
         route = self._route(event, Service.C_MOVE)
         if route is None:
             yield int(Status.SOP_CLASS_NOT_SUPPORTED), None
@@ -377,6 +418,12 @@ def _read_from(path: Path, offset: int) -> bytes:
     with path.open("rb") as fh:
         fh.seek(offset)
         return fh.read()
+
+
+def _answer_with(event: Event, status: int) -> None:
+    """Have the next response to this request go out with ``status``."""
+    message_id = int(event.request.MessageID or 0)
+    event.assoc.pacsd_status_override = (message_id, status)  # type: ignore[attr-defined]
 
 
 def _sticky_cancel(event: Event) -> Callable[[], bool]:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from pacsd.server.addins.routing import RoutingTable
-from pacsd.server.dicom import spool
+from pacsd.server.dicom import pdu_guard, spool
 from pacsd.server.dicom.associations import association_info
+from pacsd.server.dicom.tls import TlsAcceptor
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
@@ -33,6 +34,12 @@ class Rejection(NamedTuple):
     source: int
     diagnostic: int
     why: str
+
+
+class UnusableRequest(Rejection):
+    """A-ASSOCIATE-RJ (permanent, service user, no reason given) for a request that
+    decodes but cannot be negotiated (e.g. a presentation context without an abstract
+    syntax)."""
 
 
 #: Returns a rejection for the association, or None to go on negotiating.
@@ -53,10 +60,14 @@ class AdmissionACSE(ACSE):
     def _negotiate_as_acceptor(self) -> None:
         rejection = self._admission(self.assoc)
         if rejection is None:
-            self._apply_accepts()
-            self._prefer_requestor_syntaxes()
-            super()._negotiate_as_acceptor()
-            return
+            try:
+                self._apply_accepts()
+                self._prefer_requestor_syntaxes()
+                super()._negotiate_as_acceptor()
+                return
+            except Exception as exc:  # a request pynetdicom cannot negotiate: refuse it
+                why = pdu_guard.unusable_request(self.assoc, exc)
+                rejection = UnusableRequest(0x01, 0x01, 0x01, why)
         self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
         self.assoc.pacsd_rejection = rejection  # type: ignore[attr-defined]
         # Same sequence pynetdicom uses for its own rejections.
@@ -134,9 +145,20 @@ class PacsdDIMSE(DIMSEServiceProvider):
     def receive_primitive(self, primitive: Any) -> None:
         if self.message is None:
             self.message = spool.new_message(self._spool_dir, str(self.assoc.requestor.ae_title))
-        super().receive_primitive(primitive)
+        try:
+            super().receive_primitive(primitive)
+        except Exception as exc:  # a malformed command set: abort, not a dead DUL thread
+            pdu_guard.refuse_message(self.assoc.dul, exc)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        override = getattr(self.assoc, "pacsd_status_override", None)
+        if override is not None and override[0] == getattr(
+            primitive, "MessageIDBeingRespondedTo", None
+        ):
+            # Dispatch refused a request whose first answer pynetdicom writes itself
+            # (C-MOVE without permission): send that answer with dispatch's status.
+            self.assoc.pacsd_status_override = None  # type: ignore[attr-defined]
+            primitive.Status = override[1]
         self._before_send(self.assoc, primitive)
         super().send_msg(primitive, context_id)
 
@@ -192,6 +214,17 @@ class PacsdRequestHandler(RequestHandler):
 
     server: PacsdAssociationServer
 
+    def handle(self) -> None:
+        # On a TLS listener the handshake runs here, on the connection's own thread,
+        # not on the accept thread as pynetdicom does it (dicom/tls.py says why).
+        tls = self.server.tls
+        if tls is not None:
+            secured = tls.secure(self.request, self.client_address)
+            if secured is None:
+                return
+            self.request = secured
+        super().handle()
+
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         table = self.server.routing()
@@ -203,6 +236,7 @@ class PacsdRequestHandler(RequestHandler):
         assoc.acse = AdmissionACSE(assoc, self.server.admission)
         assoc.dimse = PacsdDIMSE(assoc, self.server.before_send, self.server.spool_dir)
         assoc.dul.socket.__class__ = FastSocket
+        pdu_guard.install(assoc.dul)  # bounded, time-limited PDU reads
         return assoc
 
 
@@ -212,12 +246,17 @@ class PacsdAssociationServer(ThreadedAssociationServer):
 
     daemon_threads = True
     block_on_close = False
+    #: Listen backlog (socketserver's default is 5): a burst of connections beyond it
+    #: waits for SYN retransmits (1 s, 3 s, ...) instead of a prompt A-ASSOCIATE-RJ.
+    request_queue_size = 256
 
     routing: Callable[[], RoutingTable]
     admission: AdmissionCheck
     new_association_id: Callable[[], str]
     before_send: BeforeSend
     spool_dir: Path
+    #: Set on a DICOM TLS listener: accepted sockets are secured before negotiating.
+    tls: TlsAcceptor | None = None
 
     def configure(
         self,

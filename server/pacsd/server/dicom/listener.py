@@ -17,7 +17,7 @@ from enum import StrEnum
 from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
-from pacsd.server.dicom import spool
+from pacsd.server.dicom import policy, spool
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.client import ClientAE
 from pacsd.server.dicom.dispatch import Dispatcher
@@ -25,8 +25,10 @@ from pacsd.server.dicom.engine import (
     PacsdAssociationServer,
     PacsdRequestHandler,
     Rejection,
+    UnusableRequest,
 )
 from pacsd.server.dicom.observers import Observers
+from pacsd.server.dicom.tls import ContextProvider, TlsAcceptor
 from pacsd.server.dicom.tracking import AssociationTracker, LiveAssociation
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
@@ -53,11 +55,11 @@ class ListenerState(StrEnum):
 class BindError(Exception):
     """The listening socket could not be bound."""
 
-    def __init__(self, host: str, port: int, err: OSError) -> None:
+    def __init__(self, host: str, port: int, err: OSError, kind: str = "DICOM") -> None:
         self.host, self.port, self.errno = host, port, err.errno
         self.in_use = err.errno == errno.EADDRINUSE
         what = "is already in use" if self.in_use else f"cannot be bound: {err.strerror}"
-        super().__init__(f"DICOM port {host}:{port} {what}")
+        super().__init__(f"{kind} port {host}:{port} {what}")
 
 
 class DicomListener:
@@ -68,7 +70,18 @@ class DicomListener:
         tracker: AssociationTracker,
         dispatcher: Dispatcher,
         observers: Observers,
+        *,
+        name: str = "dicom",
+        host: str | None = None,
+        port: int | None = None,
+        tls_context: ContextProvider | None = None,
     ) -> None:
+        """``tls_context`` makes this a DICOM TLS listener: each accepted connection is
+        secured with the context it returns at that moment (dicom/tls.py). ``host`` and
+        ``port`` default to the settings' dicom_host and dicom_port."""
+        #: "dicom" or "dicom-tls": names the listener in logs, threads and GetServer.
+        self.name = name
+        self.tls_context = tls_context
         self._settings = settings
         self._routing = routing
         self.tracker = tracker
@@ -80,9 +93,9 @@ class DicomListener:
         self._paused = False
         #: Where incoming C-STORE datasets are written as they arrive.
         self.spool_dir = settings.data_dir / "tmp"
-        self.host = settings.dicom_host
+        self.host = settings.dicom_host if host is None else host
         #: The port actually bound; keeps its value while stopped so start() rebinds it.
-        self.port = settings.dicom_port
+        self.port = settings.dicom_port if port is None else port
         self.ae = self._make_ae()
 
     def _make_ae(self) -> ClientAE:
@@ -142,7 +155,8 @@ class DicomListener:
                     request_handler=PacsdRequestHandler,
                 )
             except OSError as exc:
-                raise BindError(self.host, self.port, exc) from exc
+                kind = "DICOM TLS" if self.tls_context else "DICOM"
+                raise BindError(self.host, self.port, exc, kind) from exc
             assert isinstance(server, PacsdAssociationServer)
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             server.configure(
@@ -152,6 +166,10 @@ class DicomListener:
                 self._observers.before_send,
                 self.spool_dir,
             )
+            if self.tls_context is not None:
+                server.tls = TlsAcceptor(
+                    self.tls_context, lambda: self.ae.acse_timeout, self._tls_refused
+                )
             self.ae._servers.append(server)  # AssociationServer.shutdown() removes it
             self.port = int(server.server_address[1])
             self._server = server
@@ -159,24 +177,25 @@ class DicomListener:
             self._thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.2},
-                name="pacsd-dicom-listener",
+                name=f"pacsd-{self.name}-listener",
                 daemon=True,
             )
             self._thread.start()
-            log.info("DICOM listener on %s:%d as %s", self.host, self.port, self.ae.ae_title)
+            log.info(
+                "%s listener on %s:%d as %s",
+                "DICOM TLS" if self.tls_context else "DICOM",
+                self.host,
+                self.port,
+                self.ae.ae_title,
+            )
             return True
 
     def stop(self, grace_period: float, wait: bool = True) -> bool:
         """Close the listening socket, then let running associations go on for up to the
         grace period and abort those still running. With ``wait=False`` the draining
         happens in the background and this returns at once. False when already stopped."""
-        with self._lock:
-            server, self._server = self._server, None
-            self._paused = False
-            if server is None:
-                return False
-            server.shutdown()  # stops serve_forever and closes the listening socket
-            log.info("DICOM listener on %s:%d closed", self.host, self.port)
+        if not self.close():
+            return False
         if wait:
             self.drain(grace_period)
         else:
@@ -184,6 +203,23 @@ class DicomListener:
                 target=self.drain, args=(grace_period,), name="pacsd-drain", daemon=True
             ).start()
         return True
+
+    def close(self) -> bool:
+        """Close the listening socket only; running associations go on (the caller
+        drains them). False when already closed."""
+        with self._lock:
+            server, self._server = self._server, None
+            self._paused = False
+            if server is None:
+                return False
+            server.shutdown()  # stops serve_forever and closes the listening socket
+            log.info(
+                "%s listener on %s:%d closed",
+                "DICOM TLS" if self.tls_context else "DICOM",
+                self.host,
+                self.port,
+            )
+            return True
 
     def drain(self, grace_period: float) -> None:
         if self.tracker.wait_idle(grace_period):
@@ -215,12 +251,22 @@ class DicomListener:
     def _admit(self, assoc: Association) -> Rejection | None:
         if self._paused:
             return PAUSED_REJECTION
-        if len(self.tracker.live()) >= self._settings.max_associations:
+        if not self.tracker.take_slot(assoc, self._settings.max_associations):
             return LIMIT_REJECTION
+        # The access policy (dicom/policy.py) decides before add-ins see the association,
+        # so their hooks get its permissions and never hear of a refused peer.
+        refused = policy.admit(assoc, self._settings, self._dispatch.resolve_ae)
+        if refused is not None:
+            return refused
         verdict = self._observers.requested(assoc)
         if verdict is not None:
             return Rejection(verdict.result, verdict.source, verdict.diagnostic, verdict.reason)
         return None
+
+    def _tls_refused(self, peer: str, why: str) -> None:
+        # Counted like an association rejection (metrics reason "tls"); no association
+        # exists yet, so no event is published.
+        self.tracker.rejected(None, "tls", f"TLS handshake with {peer} failed: {why}")
 
     def _on_accepted(self, event: Event) -> None:
         self.tracker.accepted(event.assoc, getattr(event.assoc, "pacsd_id", ""))
@@ -295,10 +341,12 @@ class ListenerStoppedError(Exception):
 
 def _rejection_kind(rejection: Rejection | None) -> str:
     """A short, bounded label for why an association was rejected (metrics)."""
-    if rejection is None:
+    if rejection is None or isinstance(rejection, UnusableRequest):
         return "negotiation"
     if rejection is PAUSED_REJECTION:
         return "paused"
     if rejection is LIMIT_REJECTION:
         return "limit"
+    if isinstance(rejection, policy.PolicyRejection):
+        return "policy"
     return "addin"

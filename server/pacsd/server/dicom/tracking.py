@@ -88,6 +88,8 @@ class AssociationTracker:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._live: dict[int, LiveAssociation] = {}
+        #: Associations holding one of the max_associations slots (see take_slot).
+        self._slots: list[Association] = []
         self.counters = Counters()
         self._rejected: Counter[str] = Counter()
         self._messages: Counter[tuple[str, str, str]] = Counter()
@@ -105,6 +107,10 @@ class AssociationTracker:
     def accepted(self, assoc: Association, assoc_id: str) -> None:
         with self._lock:
             self.counters.associations_accepted += 1
+            if getattr(assoc, "pacsd_closed", False):
+                # The connection closed while negotiation was answering (the peer sent
+                # an invalid PDU meanwhile, dicom/pdu_guard.py): nothing is live.
+                return
             self._live[id(assoc)] = LiveAssociation(assoc_id, assoc, datetime.now(UTC))
         self._publish(EventType.ACCEPTED, assoc)
 
@@ -127,6 +133,7 @@ class AssociationTracker:
     def closed(self, assoc: Association) -> None:
         received, sent = _socket_bytes(assoc)
         with self._lock:
+            assoc.pacsd_closed = True  # type: ignore[attr-defined]
             live = self._live.pop(id(assoc), None)
             self._closed_bytes[0] += received
             self._closed_bytes[1] += sent
@@ -175,6 +182,25 @@ class AssociationTracker:
     def live(self) -> list[LiveAssociation]:
         with self._lock:
             return list(self._live.values())
+
+    def take_slot(self, assoc: Association, limit: int) -> bool:
+        """Count ``assoc`` against ``limit`` from admission on; False when all are taken.
+
+        ``live()`` only holds associations once accepted, so many requests negotiating
+        at once would all pass a check of it. A slot is held by an association whose
+        thread still runs and that was not rejected afterwards (policy, add-in, no
+        context); it frees itself when the thread ends, so no exit path can leak one.
+        """
+        with self._lock:
+            self._slots = [
+                a
+                for a in self._slots
+                if a.is_alive() and not a.is_rejected and not hasattr(a, "pacsd_rejection")
+            ]
+            if len(self._slots) >= limit:
+                return False
+            self._slots.append(assoc)
+            return True
 
     def find(self, assoc_id: str) -> LiveAssociation | None:
         with self._lock:

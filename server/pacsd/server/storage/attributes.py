@@ -197,7 +197,14 @@ def read_instance(path: Path) -> InstanceRecord:
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     if not syntax:
         raise UnreadableInstance(f"{path.name} has no Transfer Syntax UID in its file meta")
-    record = record_from_dataset(ds, syntax)
+    try:
+        record = record_from_dataset(ds, syntax)
+    except UnreadableInstance:
+        raise
+    except Exception as exc:  # pydicom converts values lazily: a broken element fails here
+        raise UnreadableInstance(
+            f"{path.name} has an unreadable element: {type(exc).__name__}: {exc}"
+        ) from exc
     record.path = str(path)
     record.size = path.stat().st_size
     return record

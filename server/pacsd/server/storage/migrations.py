@@ -49,6 +49,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "ae title access policy",
+        (
+            # JSON lists (pacsd.server.aetitles): '[]' allows every address; a NULL
+            # permission list grants every permission, as entries did before.
+            "ALTER TABLE ae_titles ADD COLUMN allowed_addresses TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE ae_titles ADD COLUMN permissions TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

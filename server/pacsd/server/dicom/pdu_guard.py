@@ -1,0 +1,284 @@
+"""Reading PDUs from a peer that may be broken or hostile.
+
+pynetdicom's reader trusts the peer: it blocks without limit on a PDU that stops
+halfway, sizes its read by whatever length field arrives (0xFFFFFFFF included), and
+answers an undecodable PDU with a traceback in the log, after which it keeps reading
+the rest of the stream as more PDUs until the ARTIM timer (``acse_timeout``) ends the
+connection. A peer could thus hold a thread forever, make us allocate gigabytes, or
+fill the log.
+
+``GuardedDUL`` replaces only the reading step of the upper layer:
+
+- every read and write has a time limit: ``acse_timeout`` until the association is
+  negotiated, ``network_timeout`` after; a peer silent for that long mid-PDU is
+  treated as gone (the connection closes, a C-STORE's partial data is discarded by the
+  close handler);
+- a PDU's length is checked before its body is read: an A-ASSOCIATE-RQ may be at most
+  ``MAX_ASSOCIATE_RQ`` bytes, a P-DATA-TF at most the maximum PDU length we announced,
+  any other PDU ``MAX_OTHER_PDU``;
+- a PDU that is too long, of an unknown type or undecodable is an invalid PDU
+  (PS3.8 Evt19): the state machine answers it as the protocol says (A-ABORT), one
+  line is logged, and the connection is closed at once instead of reading on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import struct
+from typing import cast
+
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
+from pynetdicom.transport import AssociationSocket
+
+log = logging.getLogger("pacsd.core.dicom")
+
+#: Largest A-ASSOCIATE-RQ accepted (variable part, bytes). Hundreds of presentation
+#: contexts and a user identity token fit well below it.
+MAX_ASSOCIATE_RQ = 256 * 1024
+#: Largest PDU of the other fixed-layout types (A-ASSOCIATE-AC/RJ, release, abort).
+MAX_OTHER_PDU = 64 * 1024
+
+_NAMES = {
+    0x01: "A-ASSOCIATE-RQ",
+    0x02: "A-ASSOCIATE-AC",
+    0x03: "A-ASSOCIATE-RJ",
+    0x04: "P-DATA-TF",
+    0x05: "A-RELEASE-RQ",
+    0x06: "A-RELEASE-RP",
+    0x07: "A-ABORT",
+}
+
+#: PS3.8 events: transport connection closed, invalid or unrecognised PDU.
+_CLOSED = "Evt17"
+_INVALID = "Evt19"
+
+
+def install(dul: DULServiceProvider) -> None:
+    """Make an acceptor association's upper layer read through the guard (before its
+    thread starts)."""
+    dul.__class__ = GuardedDUL
+    dul.state_machine.__class__ = GuardedStateMachine
+    _quiet_protocol_loggers()
+
+
+#: Events that come from the local user (a primitive waiting in to_provider_queue).
+_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+class GuardedStateMachine(StateMachine):
+    """Drops an event the state machine has no transition for instead of raising.
+
+    The association thread and the upper layer race: after an invalid PDU the upper
+    layer may already wait for the connection to close (Sta13), or be idle (Sta1), when
+    negotiation answers A-ASSOCIATE-AC or the association aborts; a stale ARTIM expiry
+    or a second "connection closed" can follow the close. pynetdicom raises
+    InvalidEventError, which kills the upper layer's thread with a traceback; in every
+    such case there is nothing left to do, so the event is dropped (with its primitive,
+    for a local one, so it is not offered again).
+    """
+
+    def do_action(self, event: str) -> None:
+        state = self.current_state
+        if (event, state) in TRANSITION_TABLE:
+            try:
+                super().do_action(event)
+            except Exception as exc:
+                # An action failed on what the peer sent: an A-ASSOCIATE-RQ that decodes
+                # but does not convert (an even presentation context ID, AE-6), say.
+                # The state did not change; answer it as an invalid PDU.
+                dul = self.dul
+                if not isinstance(dul, GuardedDUL):
+                    raise
+                # pynetdicom's do_action stops the reactor on any failure, which would
+                # leave the connection open with nobody reading it: undo that and abort.
+                dul._kill_thread = False
+                dul._refuse(f"cannot process it in {state} ({type(exc).__name__}: {_short(exc)})")
+            return
+        if event in _LOCAL_EVENTS:
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get_nowait()
+        log.debug("dropped %s in %s: no transition for it (PS3.8 table 9-10)", event, state)
+
+
+class _OneLine(logging.Filter):
+    """Folds a record's traceback into its message: pynetdicom logs a peer's malformed
+    input (an AE title that is not ASCII, a UID it cannot decode) with
+    ``LOGGER.exception`` and then carries on; the traceback says nothing about pacsd."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+#: pynetdicom modules that decode what the peer sent (their ``LOGGER.exception`` calls
+#: are all about undecodable input, which they then answer or abort).
+_PROTOCOL_LOGGERS = (
+    "pynetdicom.utils",
+    "pynetdicom.pdu",
+    "pynetdicom.pdu_items",
+    "pynetdicom.dimse",
+    "pynetdicom.dsutils",
+    "pynetdicom.fsm",
+)
+_quieted = False
+
+
+def _quiet_protocol_loggers() -> None:
+    global _quieted
+    if not _quieted:
+        _quieted = True
+        for name in _PROTOCOL_LOGGERS:
+            logging.getLogger(name).addFilter(_OneLine())
+
+
+def refuse_message(dul: DULServiceProvider, exc: Exception) -> None:
+    """A P-DATA-TF whose message cannot be decoded (a command set without a command
+    field, a PDV that breaks the fragment rules): abort like an invalid PDU. Called on
+    the upper layer's thread, inside the state machine, so it queues the event rather
+    than aborting (which would wait for this very thread)."""
+    why = f"undecodable DIMSE message ({type(exc).__name__}: {_short(exc)})"
+    if isinstance(dul, GuardedDUL):
+        dul._refuse(why)
+    else:  # not guarded (never on pacsd's listener): keep pynetdicom's behaviour
+        raise exc
+
+
+def unusable_request(assoc: Association, exc: Exception) -> str:
+    """Log (one line) an A-ASSOCIATE-RQ that decoded but could not be negotiated, and
+    say why for the rejection."""
+    why = f"unusable A-ASSOCIATE-RQ ({type(exc).__name__}: {_short(exc)})"
+    info = assoc.requestor.address_info
+    peer = f"{info.address}:{info.port}" if info is not None else "unknown peer"
+    log.warning("association from %s: %s; rejecting", peer, why)
+    return why
+
+
+def length_limit(pdu_type: int, negotiating: bool, max_pdu: int) -> int:
+    """The largest variable part we read for a PDU of this type.
+
+    ``max_pdu`` is the maximum length we announced for P-DATA-TF (0: none announced,
+    then the A-ASSOCIATE-RQ cap stands in); before negotiation no P-DATA may arrive at
+    all, so the small cap applies and the state machine rejects the PDU anyway.
+    """
+    if pdu_type == 0x01:
+        return MAX_ASSOCIATE_RQ
+    if pdu_type == 0x04 and not negotiating:
+        return max_pdu if max_pdu > 0 else MAX_ASSOCIATE_RQ
+    return MAX_OTHER_PDU
+
+
+class GuardedDUL(DULServiceProvider):
+    """pynetdicom's upper layer with a bounded, time-limited PDU reader."""
+
+    #: Set once an invalid PDU was seen: the rest of the stream is not PDUs we can
+    #: frame, so nothing more is read and the connection is closed.
+    _pacsd_refused = False
+
+    def _read_pdu_data(self) -> None:
+        sock = cast(AssociationSocket, self.socket)
+        if self._pacsd_refused:
+            _discard_pending(sock.socket)
+            sock.close()  # Evt17
+            return
+        state = self.state_machine.current_state
+        if state == "Sta1":
+            # The reactor looks at the socket before it processes the connection event
+            # (Evt5): read once that has run, so an invalid PDU finds Sta2 and is
+            # answered with an A-ABORT (PS3.8 has no transition for it in Sta1).
+            return
+        negotiating = state == "Sta2"
+        timeout = self.assoc.acse_timeout if negotiating else self.assoc.network_timeout
+        raw = sock.socket
+        if raw is not None:
+            raw.settimeout(timeout)
+        header = self._read(sock, 6, timeout)
+        if header is None:
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        name = _NAMES.get(pdu_type)
+        if name is None:
+            self._refuse(f"unknown PDU type 0x{pdu_type:02X}")
+            return
+        limit = length_limit(pdu_type, negotiating, int(self.assoc.acceptor.maximum_length or 0))
+        if length > limit:
+            self._refuse(f"{name} of {length} bytes, more than the {limit} accepted")
+            return
+        body = self._read(sock, length, timeout)
+        if body is None:
+            return
+        header += body  # one copy of the body, as pynetdicom's own reader makes
+        try:
+            pdu, event = self._decode_pdu(header)
+        except Exception as exc:
+            self._refuse(f"undecodable {name} ({type(exc).__name__}: {_short(exc)})")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _read(self, sock: AssociationSocket, size: int, timeout: float | None) -> bytearray | None:
+        """``size`` bytes, or None once the connection is reported closed (Evt17)."""
+        try:
+            data = sock.recv(size)
+        except TimeoutError:
+            log.warning(
+                "association from %s: peer sent nothing for %.1fs in the middle of a PDU;"
+                " closing the connection",
+                self._peer(),
+                timeout or 0.0,
+            )
+            sock.close()
+            return None
+        except OSError as exc:
+            log.debug("association from %s: connection lost: %s", self._peer(), exc)
+            self.event_queue.put(_CLOSED)
+            return None
+        if len(data) < size:
+            if data:
+                log.debug("association from %s: connection closed mid-PDU", self._peer())
+            self.event_queue.put(_CLOSED)
+            return None
+        return data
+
+    def _refuse(self, why: str) -> None:
+        log.warning("association from %s: invalid PDU: %s; aborting", self._peer(), why)
+        self._pacsd_refused = True
+        self.event_queue.put(_INVALID)
+
+    def _peer(self) -> str:
+        info = self.assoc.requestor.address_info
+        return f"{info.address}:{info.port}" if info is not None else "unknown peer"
+
+
+def _discard_pending(raw: socket.socket | None, limit: int = 1 << 20) -> None:
+    """Read and drop what the peer has already sent (up to ``limit`` bytes), so that
+    closing sends FIN after our A-ABORT rather than a reset that may destroy it."""
+    if raw is None:
+        return
+    dropped = 0
+    try:
+        raw.setblocking(False)
+        while dropped < limit:
+            chunk = raw.recv(65536)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except OSError:  # nothing more to read now (BlockingIOError) or the peer is gone
+        return
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    """The exception's message on one line of printable characters, shortened: it may
+    quote the peer's bytes (an AE title), which must not forge log lines or reach a
+    terminal as control codes."""
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(str(exc).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
