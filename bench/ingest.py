@@ -87,7 +87,18 @@ class Tools:
     orthanc_version: str = ""
 
 
-def _dcmtk(tool: str) -> str:
+def _version_text(path: str) -> str:
+    """What ``path --version`` prints on stdout."""
+    try:
+        return subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"{path} --version failed: {exc}") from exc
+
+
+def _dcmtk(tool: str) -> tuple[str, str]:
+    """DCMTK's ``tool`` and its version ("?" when it does not say)."""
     # pynetdicom installs its own storescu/storescp beside the interpreter: skip that folder.
     skip = {Path(sys.executable).parent.resolve()}
     search = os.pathsep.join(
@@ -100,15 +111,12 @@ def _dcmtk(tool: str) -> str:
         raise BenchError(
             f"DCMTK's {tool} was not found on PATH; install DCMTK (apt-get install dcmtk)"
         )
-    try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BenchError(f"{path} --version failed: {exc}") from exc
+    out = _version_text(path)
     if "dcmtk" not in out.lower():
         raise BenchError(f"{path} is not DCMTK's {tool} (its --version does not say dcmtk)")
-    return path
+    first = out.strip().splitlines()
+    match = re.search(r"v(\d+\.\d+\.\d+)", first[0] if first else "")
+    return path, match[1] if match else "?"
 
 
 def _orthanc() -> tuple[str, str]:
@@ -117,21 +125,15 @@ def _orthanc() -> tuple[str, str]:
     )
     if path is None:
         raise BenchError("Orthanc was not found; install it (apt-get install orthanc)")
-    try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BenchError(f"{path} --version failed: {exc}") from exc
-    match = re.search(r"Orthanc (\d+\.\d+\.\d+)", out)
+    match = re.search(r"Orthanc (\d+\.\d+\.\d+)", _version_text(path))
     if match is None:
         raise BenchError(f"{path} --version does not say which Orthanc it is")
     return path, match[1]
 
 
 def find_tools(pacsd: str | None, with_orthanc: bool = True) -> Tools:
-    storescu = _dcmtk("storescu")
-    storescp = _dcmtk("storescp")
+    storescu, dcmtk_version = _dcmtk("storescu")
+    storescp, _ = _dcmtk("storescp")
     if pacsd is None:
         beside = Path(sys.executable).parent / "pacsd"
         pacsd = str(beside) if beside.exists() else shutil.which("pacsd")
@@ -144,21 +146,13 @@ def find_tools(pacsd: str | None, with_orthanc: bool = True) -> Tools:
         import pynetdicom  # noqa: F401  (the plain SCP runs with this interpreter)
     except ImportError as exc:
         raise BenchError(f"{sys.executable} cannot import pynetdicom for the plain SCP") from exc
-    first = (
-        subprocess.run(
-            [storescu, "--version"], capture_output=True, text=True, timeout=20, check=False
-        )
-        .stdout.strip()
-        .splitlines()
-    )
-    match = re.search(r"v(\d+\.\d+\.\d+)", first[0] if first else "")
     orthanc, orthanc_version = _orthanc() if with_orthanc else ("", "")
     return Tools(
         storescu,
         storescp,
         pacsd,
         sys.executable,
-        match[1] if match else "?",
+        dcmtk_version,
         orthanc,
         orthanc_version,
     )

@@ -144,16 +144,18 @@ class LiveSettings:
             unknown = sorted(k for k in values if k not in Settings.model_fields)
             if unknown:
                 raise UnknownSetting(unknown)
-            current = public_view(self._rt)
-            candidate = self._rt.settings.model_dump()
-            candidate["log_level"] = current["log_level"]
-            candidate.update(values)
+            # The log level in force is the live one: SetLogLevel may have changed it.
+            level = logging.getLevelName(logsetup.levels()[0])
+            candidate = {**self._rt.settings.model_dump(), "log_level": level, **values}
             try:
                 checked = Settings.model_validate(candidate)
             except ValidationError as exc:
                 raise InvalidSetting(describe_validation_error(exc)) from exc
+            now = self._rt.settings
             changed = sorted(
-                k for k in values if getattr(checked, k) != (candidate_value(self._rt, k, current))
+                k
+                for k in values
+                if getattr(checked, k) != (level if k == "log_level" else getattr(now, k))
             )
             restart = [k for k in changed if k not in RUNTIME]
             if restart:
@@ -176,10 +178,3 @@ class LiveSettings:
                 effect(self._rt, getattr(s, name))
                 done.add(effect)
             log.info("setting %s changed to %r", name, getattr(s, name))
-
-
-def candidate_value(rt: Runtime, name: str, current: Mapping[str, Any]) -> Any:
-    """The value in force, in the settings model's own type (log level: the live one)."""
-    if name == "log_level":
-        return current["log_level"]
-    return getattr(rt.settings, name)
