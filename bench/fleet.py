@@ -116,6 +116,8 @@ def start_servers(pacsd: str, count: int, workdir: Path, concurrency: int) -> li
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
+                # One engine process per server: 50 servers on 2 cores are plenty.
+                env={**os.environ, "PACSD_WORKERS": "1"},
             )
         server = Server(proc, folder)
         assert proc.stdout is not None

@@ -434,7 +434,11 @@ def _await_line(
 PACSD_LISTENING = re.compile(r"^listening dicom=(\S+):(\d+) control=(\S+):(\d+)$")
 
 
-def start_pacsd(tools: Tools, mdir: Path, extra: Sequence[str]) -> Server:
+def start_pacsd(
+    tools: Tools, mdir: Path, extra: Sequence[str], workers: int | None = None
+) -> Server:
+    """``pacsd serve`` on free ports; ``workers`` sets ``PACSD_WORKERS`` (the number of
+    engine processes sharing the DICOM port), unset leaves pacsd's default."""
     data = mdir / "data"
     cmd = [
         tools.pacsd,
@@ -453,7 +457,10 @@ def start_pacsd(tools: Tools, mdir: Path, extra: Sequence[str]) -> Server:
         "PACSD",
         *extra,
     ]
-    proc, stderr_path = _spawn(cmd, mdir, "pacsd")
+    env = None
+    if workers is not None:
+        env = {**os.environ, "PACSD_WORKERS": str(workers)}
+    proc, stderr_path = _spawn(cmd, mdir, "pacsd", env)
     match = _await_line(proc, stderr_path, PACSD_LISTENING, "pacsd serve")
     return Server("pacsd", proc, int(match[2]), "PACSD", data, stderr_path, (0,), _count_pacsd_rows)
 
@@ -723,7 +730,10 @@ def measure(
             "orthanc": opts.orthanc_setting,
             "plain": [],
         }[target]
-        server = STARTERS[target](tools, mdir, extra)
+        if target == "pacsd":
+            server = start_pacsd(tools, mdir, extra, opts.pacsd_workers)
+        else:
+            server = STARTERS[target](tools, mdir, extra)
         try:
             if associations == 1:
                 groups = [corpus.parts]
@@ -797,6 +807,8 @@ def report(
             f"  1-min load average {load[0]:.2f} before, {load[1]:.2f} after "
             "(other work on the machine skews every figure)"
         )
+    if opts.pacsd_workers is not None:
+        print(f"  pacsd started with PACSD_WORKERS={opts.pacsd_workers}")
     for corpus in corpora.values():
         rows, cols = SHAPES[corpus.size]
         print(
@@ -862,6 +874,7 @@ def report(
     )
     return {
         "benchmark": "ingest",
+        "pacsd_workers": opts.pacsd_workers,
         "tools": {
             "storescu": tools.storescu,
             "storescp": tools.storescp,
@@ -944,6 +957,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--pacsd-arg", action="append", default=[], help="extra argument for pacsd serve"
     )
     parser.add_argument(
+        "--pacsd-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start pacsd with PACSD_WORKERS=N (engine processes sharing the DICOM port)",
+    )
+    parser.add_argument(
         "--storescp-arg", action="append", default=[], help="extra argument for storescp"
     )
     parser.add_argument(
@@ -962,6 +982,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if getattr(opts, name) is None:
             setattr(opts, name, value)
     opts.small_count = opts.small_count if opts.small_count is not None else 5 * opts.count
+    if opts.pacsd_workers is not None and opts.pacsd_workers < 1:
+        parser.error("--pacsd-workers must be at least 1")
     if min(opts.count, opts.small_count, opts.repeat, opts.nagle_count) < 1:
         parser.error("--count, --small-count, --nagle-count and --repeat must be at least 1")
     opts.nagle_count = min(opts.nagle_count, opts.small_count)

@@ -91,7 +91,11 @@ def biggest_file(folder: Path) -> int:
 def measure(tools: ingest.Tools, target: str, instance: Path, work: Path) -> dict[str, Any]:
     mdir = Path(tempfile.mkdtemp(prefix=f"mem-{target}-", dir=work))
     try:
-        server = ingest.STARTERS[target](tools, mdir, [])
+        if target == "pacsd":
+            # One engine process: the figure is the RSS of the process that receives.
+            server = ingest.start_pacsd(tools, mdir, [], workers=1)
+        else:
+            server = ingest.STARTERS[target](tools, mdir, [])
         try:
             time.sleep(0.5)  # let the server settle before reading its baseline
             before = status_kb(server.proc.pid, "VmRSS")

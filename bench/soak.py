@@ -110,7 +110,9 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int, int, Path]:
     cmd = [console_script("pacsd"), "serve", "--dicom-port", "0", "--control-port", "0"]
     cmd += ["--data-dir", str(workdir / "data")]
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        # One engine process: the figures are those of one PID (RSS, threads, fds).
+        env = {**os.environ, "PACSD_WORKERS": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("listening "):

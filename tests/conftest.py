@@ -103,7 +103,13 @@ def _start(
     ]
     with stderr_path.open("w") as err:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            # One engine process unless a test asks for more (tests/workers/): the
+            # default follows the CPUs, and most tests count on one process's view.
+            env={**os.environ, "PACSD_WORKERS": "1", **(env or {})},
         )
     server = PacsdProcess(proc, data_dir, stderr_path, ae_title=ae_title)
     assert proc.stdout is not None

@@ -47,7 +47,12 @@ def _launch(folder: Path, args: Sequence[str]) -> PacsdProcess:
     ]
     with stderr_path.open("w") as err:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ)
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            # Fleets of one engine process each: these tests are about the fleet.
+            env={**os.environ, "PACSD_WORKERS": "1"},
         )
     return PacsdProcess(proc, data_dir, stderr_path)
 

@@ -70,6 +70,19 @@ def test_list_shows_live_associations_with_their_traffic(pacsd: PacsdProcess) ->
         assert err.value.reason == "ASSOCIATION_NOT_FOUND"
 
 
+def _until_watching(events: Reader, port: int) -> None:
+    """Return once the watch sees events: an association of another AE comes through
+    (the stream is opened lazily, so traffic right after watch() could precede it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe = _open(port, "WARMUP")
+        probe.release()
+        seen = events.wait_for(lambda es: any(e.calling_ae == "WARMUP" for e in es), 1)
+        if any(e.calling_ae == "WARMUP" for _, e in seen):
+            return
+    raise AssertionError("the association watch never started")
+
+
 def test_pacsctl_assoc_abort_ends_a_running_storescu(
     pacsd_no_storage: PacsdProcess, tmp_path: Path
 ) -> None:
@@ -77,6 +90,7 @@ def test_pacsctl_assoc_abort_ends_a_running_storescu(
     with Client(pacsd.endpoint) as client:
         client.addins.load(SLOW_ADDIN)  # 1.5 s per C-STORE of Secondary Capture
         events = Reader(client.associations.watch(lifecycle_only=True))
+        _until_watching(events, pacsd.dicom_port)
         files = corpus.series_files(tmp_path / "src", 6)
         sender = subprocess.Popen(
             [

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from pacsd.server.dicom.client import ClientAE
 
 from tests import corpus
@@ -58,13 +59,18 @@ def _check(server: PacsdProcess, acknowledged: list[str], cycle: int) -> None:
     assert list((server.data_dir / "tmp").iterdir()) == [], f"cycle {cycle}: orphan spool"
 
 
-def test_kill_9_cycles_lose_nothing_acknowledged(start_pacsd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("workers", "cycles"), [(1, CYCLES), (2, CYCLES // 2)])
+def test_kill_9_cycles_lose_nothing_acknowledged(  # type: ignore[no-untyped-def]
+    start_pacsd, tmp_path: Path, workers: int, cycles: int
+) -> None:
+    """With two workers the kill hits the first process; the worker dies with it."""
     rng = random.Random(SEED)
+    env = {"PACSD_WORKERS": str(workers)}
     data = tmp_path / "data"
     acknowledged: list[str] = []
     killed_mid_store = 0
-    for cycle in range(CYCLES):
-        server: PacsdProcess = start_pacsd(["--data-dir", str(data)])
+    for cycle in range(cycles):
+        server: PacsdProcess = start_pacsd(["--data-dir", str(data)], env=env)
         _check(server, acknowledged, cycle)
         assert "Traceback" not in server.stderr()
         acked_now: list[str] = []
@@ -89,9 +95,9 @@ def test_kill_9_cycles_lose_nothing_acknowledged(start_pacsd, tmp_path: Path) ->
         # Unacknowledged work in flight at the kill: spool files or unindexed blobs.
         if list((data / "tmp").iterdir()) or len(blob_files(server)) != len(acknowledged):
             killed_mid_store += 1
-    final = start_pacsd(["--data-dir", str(data)])
-    _check(final, acknowledged, CYCLES)
+    final = start_pacsd(["--data-dir", str(data)], env=env)
+    _check(final, acknowledged, cycles)
     # The kills did land in the middle of stores (otherwise the test proves little).
-    assert killed_mid_store >= CYCLES // 2, killed_mid_store
+    assert killed_mid_store >= cycles // 2, killed_mid_store
     final.signal(signal.SIGTERM)
     assert final.wait(20) == 0

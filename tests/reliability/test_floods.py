@@ -81,11 +81,26 @@ def _settle(pid: int, baseline: procstats.Usage, timeout: float = 10) -> procsta
     return now
 
 
+def _steady(pid: int, timeout: float = 5) -> procstats.Usage:
+    """Usage once the warm-up association's socket and threads are gone: two equal
+    readings 0.3 s apart (a reading taken while it closes counts one descriptor too
+    many, and a later comparison then sees a "shrink")."""
+    deadline = time.monotonic() + timeout
+    last = procstats.usage(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = procstats.usage(pid)
+        if (now.threads, now.fds) == (last.threads, last.fds):
+            return now
+        last = now
+    return last
+
+
 def test_flood_beyond_max_associations(start_pacsd) -> None:  # type: ignore[no-untyped-def]
     server: PacsdProcess = start_pacsd(env={"PACSD_MAX_ASSOCIATIONS": str(LIMIT)})
     pid = server.proc.pid
     assert wire.echo_ok(server.dicom_port)  # warm up
-    baseline = procstats.usage(pid)
+    baseline = _steady(pid)
     for round_ in range(2):  # the second flood shows nothing accumulates
         outcomes = _flood(server.dicom_port)
         assert len(outcomes) == FLOOD
@@ -105,7 +120,9 @@ def test_flood_beyond_max_associations(start_pacsd) -> None:  # type: ignore[no-
         # once (it never shrinks, and is capped); the 184 refused connections each had
         # three threads, so any leak of theirs shows far above this bound.
         assert now.threads <= baseline.threads + LIMIT, (baseline, now)
-        assert now.fds == baseline.fds, (baseline, now)
+        # A leak shows as more descriptors; fewer means the baseline caught a socket
+        # of the warm-up still closing.
+        assert now.fds <= baseline.fds, (baseline, now)
         assert now.rss_kib < baseline.rss_kib + 40 * 1024, (baseline, now)
     assert wire.echo_ok(server.dicom_port)
     assert "Traceback" not in server.stderr()

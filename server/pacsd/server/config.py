@@ -83,6 +83,14 @@ class ControlToken(BaseModel):
         return digest
 
 
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseModel):
     """Everything a pacsd process is configured with. Documented in docs/configuration.md."""
 
@@ -94,6 +102,9 @@ class Settings(BaseModel):
     #: Serve plain (unencrypted) DICOM on dicom_port. False with the "security" add-in
     #: configured: DICOM over TLS only (docs/security.md).
     dicom_plain_listener: bool = True
+    #: Engine processes sharing the DICOM port(s) with SO_REUSEPORT: this one (which
+    #: also hosts the control plane) and workers - 1 more it supervises (docs/workers.md).
+    workers: int = Field(default_factory=default_workers, ge=1, le=64)
     control_host: str = "127.0.0.1"
     control_port: int = Field(50051, ge=0, le=65535)
     data_dir: Path = Path("pacsd-data")

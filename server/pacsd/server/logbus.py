@@ -78,6 +78,8 @@ def tag(record: logging.LogRecord) -> None:
             attrs.setdefault(name, "")
     assoc_id = attrs["assoc_id"]
     attrs["assoc"] = f" {assoc_id} {attrs['calling_ae']}->{attrs['called_ae']}" if assoc_id else ""
+    if attrs.get("worker") and not assoc_id:  # relayed from a worker (workers/relay.py);
+        attrs["assoc"] = f" worker {attrs['worker']}"  # its association IDs say "w1."
     attrs.setdefault("source", source_of(record.name))
     attrs["_pacsd_tagged"] = True
 

@@ -69,6 +69,19 @@ class PacsdCollector(Collector):
         self._rt = runtime
 
     def collect(self) -> Iterator[Metric]:
+        own = list(self._own())
+        supervisor = self._rt.supervisor
+        if supervisor is None:
+            yield from own
+            return
+        from pacsd.server.workers import metrics as worker_metrics
+
+        texts = [
+            worker_metrics.read(w.metrics_port) for w in supervisor.serving() if w.metrics_port
+        ]
+        yield from worker_metrics.merge(own, texts)
+
+    def _own(self) -> Iterator[Metric]:
         rt = self._rt
         info = GaugeMetricFamily("pacsd_info", "pacsd version (always 1).", labels=["version"])
         info.add_metric([rt.version], 1)

@@ -2,7 +2,12 @@
 
 Startup order (each step fails with a one-line error and exit status 1):
 settings -> data directory and database (migrated) -> add-ins -> control plane bound ->
-DICOM listener bound -> "listening ..." line printed -> serving.
+DICOM listener bound -> workers started -> "listening ..." line printed -> serving.
+
+The same class runs a worker process (``role`` set; workers/): it skips the data
+directory's lock and the index check (the first process owns both), serves its
+control services on a private Unix socket for the supervisor, and joins the DICOM
+port's SO_REUSEPORT group.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import ssl
 import threading
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pacsd.addin import AddinContext
 from pacsd.server import logsetup
@@ -32,6 +37,10 @@ from pacsd.server.storage.archive import Archive, open_archive
 from pacsd.server.storage.database import ServerDatabase
 from pacsd.server.storage.lock import DataDirLock, DataDirLocked
 from pacsd.server.version import API_VERSION, VERSION
+from pacsd.server.workers.role import WorkerRole
+
+if TYPE_CHECKING:
+    from pacsd.server.workers.supervisor import Supervisor
 
 log = logging.getLogger("pacsd.core")
 
@@ -41,8 +50,14 @@ class StartupError(Exception):
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: WorkerRole | None = None) -> None:
         self.settings = settings
+        #: Set in a worker process; None in the process that hosts the control plane.
+        self.role = role
+        #: The other engine processes, when ``workers`` > 1 (set by start()).
+        self.supervisor: Supervisor | None = None
+        #: Engine processes share the DICOM port(s) when there is more than one.
+        self._shared_port = role is not None or settings.workers > 1
         self.version = VERSION
         self.api_version = API_VERSION
         self.pid = os.getpid()
@@ -71,9 +86,11 @@ class Runtime:
         self.listener = DicomListener(
             settings,
             lambda: self.addins.table,
-            AssociationTracker(),
+            AssociationTracker(role.assoc_prefix if role is not None else ""),
             dispatcher,
             self.observers,
+            reuse_port=self._shared_port,
+            join_port=role is not None,
         )
         #: Plain and TLS listeners driven as one (start/stop/pause/resume, shutdown).
         self.listeners = DicomListeners(
@@ -106,6 +123,8 @@ class Runtime:
             host=host or self.settings.dicom_host,
             port=port,
             tls_context=self._tls_context,
+            reuse_port=self._shared_port,
+            join_port=self.role is not None,
         )
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -127,6 +146,8 @@ class Runtime:
         if endpoint is None:
             return None
         host, port = endpoint
+        if int(port) == 0 and self.role is not None and self.role.tls_port:
+            port = self.role.tls_port  # join the port the first process was given
         return (host or self.settings.dicom_host, int(port))
 
     def _security_changed(self) -> None:
@@ -164,7 +185,8 @@ class Runtime:
                 f"cannot create data directory {s.data_dir}: {exc.strerror}"
             ) from exc
         try:
-            self.data_lock.acquire()
+            if self.role is None:  # workers run under the first process's lock
+                self.data_lock.acquire()
         except DataDirLocked as exc:
             raise StartupError(str(exc)) from exc
         except OSError as exc:
@@ -185,12 +207,20 @@ class Runtime:
             self.services.set_default("aetitles", self.aetitles)
             self.services.set_default("dicom_client", self.dicom_client)
             self.archive = open_archive(
-                s, self._instance_stored, node=self.db.meta("server_id") or ""
+                s,
+                self._instance_stored,
+                node=self.db.meta("server_id") or "",
+                # Only the first process checks the index against the files, before any
+                # worker runs: a worker doing it would delete the others' spool files.
+                reconcile=self.role is None,
             )
             self.services.set_default("storage", self.archive)
             self.addins.load_startup()
             self.control = ControlPlane(self)
-            self.control_port = self.control.bind(s.control_host, s.control_port)
+            if self.role is not None:
+                self.control.bind_private(self.role.control_address)
+            else:
+                self.control_port = self.control.bind(s.control_host, s.control_port)
             if s.metrics_port is not None:
                 self.metrics = MetricsEndpoint(self)
                 self.metrics.start(s.metrics_host, s.metrics_port)
@@ -201,6 +231,8 @@ class Runtime:
                     "(the security add-in needs cert_file and key_file)"
                 )
             self.listeners.start()
+            if self.role is None and s.workers > 1:
+                self._start_workers()
         except (
             DatabaseError,
             IndexUnavailable,
@@ -214,6 +246,8 @@ class Runtime:
             self._close()
             raise StartupError(str(exc)) from exc
         self.control.start()
+        if self.supervisor is not None:
+            self.supervisor.watch()
         self.refresh_health()
         # The plain listener, or the TLS one when it is the only one (TLS-only mode).
         primary = self.listeners.primary()
@@ -222,6 +256,20 @@ class Runtime:
             f"listening dicom={grpc_address(primary.host, primary.port)} "
             f"control={grpc_address(s.control_host, self.control_port)}"
         )
+
+    def _start_workers(self) -> None:
+        """Start workers 1 .. workers-1 on the ports just bound; raises StartupError."""
+        from pacsd.server.workers.supervisor import Supervisor, WorkerStartError
+
+        plain = self.listener.port if self.settings.dicom_plain_listener else 0
+        tls = self.listeners.tls.port if self.listeners.tls is not None else None
+        self.supervisor = Supervisor(self, dicom_port=plain, tls_port=tls)
+        try:
+            self.supervisor.start()
+        except WorkerStartError as exc:
+            self.supervisor.stop(0.0)
+            self.supervisor = None
+            raise StartupError(str(exc)) from exc
 
     def _instance_stored(self, req: Any, stored: Any) -> None:
         """The archive's callback once an instance is durable: count it, tell add-ins."""
@@ -255,7 +303,16 @@ class Runtime:
         if grace is None:  # the setting may have changed at runtime
             grace = self.settings.grace_period
         log.info("shutting down (grace period %.1fs)", grace)
+        workers = self.supervisor
+        stopping = None
+        if workers is not None:  # the workers drain at the same time as this process
+            stopping = threading.Thread(
+                target=workers.stop, args=(grace,), name="pacsd-workers-stop", daemon=True
+            )
+            stopping.start()
         self.listeners.stop(grace)
+        if stopping is not None:
+            stopping.join()
         self._close()
         log.info("stopped")
 

@@ -25,41 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pacsd/admin/v1/associations.proto\x12\x0epacsd.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n\x13PresentationContext\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x17\n\x0f\x61\x62stract_syntax\x18\x02 \x01(\t\x12\x1c\n\x14\x61\x62stract_syntax_name\x18\x03 \x01(\t\x12\x17\n\x0ftransfer_syntax\x18\x04 \x01(\t\x12\x10\n\x08scu_role\x18\x05 \x01(\x08\x12\x10\n\x08scp_role\x18\x06 \x01(\x08\"\xdb\x02\n\x0b\x41ssociation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpeer_host\x18\x02 \x01(\t\x12\x11\n\tpeer_port\x18\x03 \x01(\x05\x12\x12\n\ncalling_ae\x18\x04 \x01(\t\x12\x11\n\tcalled_ae\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x11\x61\x63\x63\x65pted_contexts\x18\x07 \x03(\x0b\x32#.pacsd.admin.v1.PresentationContext\x12\x19\n\x11messages_received\x18\x08 \x01(\x03\x12\x15\n\rmessages_sent\x18\t \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x03\x12\x12\n\nbytes_sent\x18\x0b \x01(\x03\x12\x0b\n\x03tls\x18\x0c \x01(\x08\x12\x18\n\x10tls_peer_subject\x18\r \x01(\t\"@\n\x17ListAssociationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x18ListAssociationsResponse\x12\x31\n\x0c\x61ssociations\x18\x01 \x03(\x0b\x32\x1b.pacsd.admin.v1.Association\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15GetAssociationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x16GetAssociationResponse\x12\x30\n\x0b\x61ssociation\x18\x01 \x01(\x0b\x32\x1b.pacsd.admin.v1.Association\"%\n\x17\x41\x62ortAssociationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x18\x41\x62ortAssociationResponse\x12\x30\n\x0b\x61ssociation\x18\x01 \x01(\x0b\x32\x1b.pacsd.admin.v1.Association\"\xab\x01\n\x0c\x44imseSummary\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\x08\x12\x12\n\nmessage_id\x18\x03 \x01(\x05\x12\x13\n\x06status\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rsop_class_uid\x18\x05 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x06 \x01(\t\x12\x13\n\x0bhas_dataset\x18\x07 \x01(\x08\x42\t\n\x07_status\"\xfc\x01\n\x10\x41ssociationEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.pacsd.admin.v1.AssociationEventType\x12\x16\n\x0e\x61ssociation_id\x18\x03 \x01(\t\x12\x12\n\ncalling_ae\x18\x04 \x01(\t\x12\x11\n\tcalled_ae\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\x07message\x18\x08 \x01(\x0b\x32\x1c.pacsd.admin.v1.DimseSummary\"V\n\x12WatchEventsRequest\x12\x16\n\x0e\x61ssociation_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x65_title\x18\x02 \x01(\t\x12\x16\n\x0elifecycle_only\x18\x03 \x01(\x08\"-\n\rEventsDropped\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\"\x82\x01\n\x13WatchEventsResponse\x12\x31\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .pacsd.admin.v1.AssociationEventH\x00\x12\x30\n\x07\x64ropped\x18\x02 \x01(\x0b\x32\x1d.pacsd.admin.v1.EventsDroppedH\x00\x42\x06\n\x04item*\xca\x02\n\x14\x41ssociationEventType\x12&\n\"ASSOCIATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_ACCEPTED\x10\x01\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_REJECTED\x10\x02\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_RELEASED\x10\x03\x12\"\n\x1e\x41SSOCIATION_EVENT_TYPE_ABORTED\x10\x04\x12!\n\x1d\x41SSOCIATION_EVENT_TYPE_CLOSED\x10\x05\x12+\n\'ASSOCIATION_EVENT_TYPE_MESSAGE_RECEIVED\x10\x06\x12\'\n#ASSOCIATION_EVENT_TYPE_MESSAGE_SENT\x10\x07\x32\x9d\x03\n\x12\x41ssociationService\x12\x65\n\x10ListAssociations\x12\'.pacsd.admin.v1.ListAssociationsRequest\x1a(.pacsd.admin.v1.ListAssociationsResponse\x12_\n\x0eGetAssociation\x12%.pacsd.admin.v1.GetAssociationRequest\x1a&.pacsd.admin.v1.GetAssociationResponse\x12\x65\n\x10\x41\x62ortAssociation\x12\'.pacsd.admin.v1.AbortAssociationRequest\x1a(.pacsd.admin.v1.AbortAssociationResponse\x12X\n\x0bWatchEvents\x12\".pacsd.admin.v1.WatchEventsRequest\x1a#.pacsd.admin.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pacsd/admin/v1/associations.proto\x12\x0epacsd.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n\x13PresentationContext\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x17\n\x0f\x61\x62stract_syntax\x18\x02 \x01(\t\x12\x1c\n\x14\x61\x62stract_syntax_name\x18\x03 \x01(\t\x12\x17\n\x0ftransfer_syntax\x18\x04 \x01(\t\x12\x10\n\x08scu_role\x18\x05 \x01(\x08\x12\x10\n\x08scp_role\x18\x06 \x01(\x08\"\xeb\x02\n\x0b\x41ssociation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpeer_host\x18\x02 \x01(\t\x12\x11\n\tpeer_port\x18\x03 \x01(\x05\x12\x12\n\ncalling_ae\x18\x04 \x01(\t\x12\x11\n\tcalled_ae\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x11\x61\x63\x63\x65pted_contexts\x18\x07 \x03(\x0b\x32#.pacsd.admin.v1.PresentationContext\x12\x19\n\x11messages_received\x18\x08 \x01(\x03\x12\x15\n\rmessages_sent\x18\t \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x03\x12\x12\n\nbytes_sent\x18\x0b \x01(\x03\x12\x0b\n\x03tls\x18\x0c \x01(\x08\x12\x18\n\x10tls_peer_subject\x18\r \x01(\t\x12\x0e\n\x06worker\x18\x0e \x01(\x05\"@\n\x17ListAssociationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x18ListAssociationsResponse\x12\x31\n\x0c\x61ssociations\x18\x01 \x03(\x0b\x32\x1b.pacsd.admin.v1.Association\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15GetAssociationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x16GetAssociationResponse\x12\x30\n\x0b\x61ssociation\x18\x01 \x01(\x0b\x32\x1b.pacsd.admin.v1.Association\"%\n\x17\x41\x62ortAssociationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x18\x41\x62ortAssociationResponse\x12\x30\n\x0b\x61ssociation\x18\x01 \x01(\x0b\x32\x1b.pacsd.admin.v1.Association\"\xab\x01\n\x0c\x44imseSummary\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\x08\x12\x12\n\nmessage_id\x18\x03 \x01(\x05\x12\x13\n\x06status\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rsop_class_uid\x18\x05 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x06 \x01(\t\x12\x13\n\x0bhas_dataset\x18\x07 \x01(\x08\x42\t\n\x07_status\"\xfc\x01\n\x10\x41ssociationEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.pacsd.admin.v1.AssociationEventType\x12\x16\n\x0e\x61ssociation_id\x18\x03 \x01(\t\x12\x12\n\ncalling_ae\x18\x04 \x01(\t\x12\x11\n\tcalled_ae\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\x07message\x18\x08 \x01(\x0b\x32\x1c.pacsd.admin.v1.DimseSummary\"V\n\x12WatchEventsRequest\x12\x16\n\x0e\x61ssociation_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x65_title\x18\x02 \x01(\t\x12\x16\n\x0elifecycle_only\x18\x03 \x01(\x08\"-\n\rEventsDropped\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\"\x82\x01\n\x13WatchEventsResponse\x12\x31\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .pacsd.admin.v1.AssociationEventH\x00\x12\x30\n\x07\x64ropped\x18\x02 \x01(\x0b\x32\x1d.pacsd.admin.v1.EventsDroppedH\x00\x42\x06\n\x04item*\xca\x02\n\x14\x41ssociationEventType\x12&\n\"ASSOCIATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_ACCEPTED\x10\x01\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_REJECTED\x10\x02\x12#\n\x1f\x41SSOCIATION_EVENT_TYPE_RELEASED\x10\x03\x12\"\n\x1e\x41SSOCIATION_EVENT_TYPE_ABORTED\x10\x04\x12!\n\x1d\x41SSOCIATION_EVENT_TYPE_CLOSED\x10\x05\x12+\n\'ASSOCIATION_EVENT_TYPE_MESSAGE_RECEIVED\x10\x06\x12\'\n#ASSOCIATION_EVENT_TYPE_MESSAGE_SENT\x10\x07\x32\x9d\x03\n\x12\x41ssociationService\x12\x65\n\x10ListAssociations\x12\'.pacsd.admin.v1.ListAssociationsRequest\x1a(.pacsd.admin.v1.ListAssociationsResponse\x12_\n\x0eGetAssociation\x12%.pacsd.admin.v1.GetAssociationRequest\x1a&.pacsd.admin.v1.GetAssociationResponse\x12\x65\n\x10\x41\x62ortAssociation\x12\'.pacsd.admin.v1.AbortAssociationRequest\x1a(.pacsd.admin.v1.AbortAssociationResponse\x12X\n\x0bWatchEvents\x12\".pacsd.admin.v1.WatchEventsRequest\x1a#.pacsd.admin.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsd.admin.v1.associations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASSOCIATIONEVENTTYPE']._serialized_start=1686
-  _globals['_ASSOCIATIONEVENTTYPE']._serialized_end=2016
+  _globals['_ASSOCIATIONEVENTTYPE']._serialized_start=1702
+  _globals['_ASSOCIATIONEVENTTYPE']._serialized_end=2032
   _globals['_PRESENTATIONCONTEXT']._serialized_start=87
   _globals['_PRESENTATIONCONTEXT']._serialized_end=236
   _globals['_ASSOCIATION']._serialized_start=239
-  _globals['_ASSOCIATION']._serialized_end=586
-  _globals['_LISTASSOCIATIONSREQUEST']._serialized_start=588
-  _globals['_LISTASSOCIATIONSREQUEST']._serialized_end=652
-  _globals['_LISTASSOCIATIONSRESPONSE']._serialized_start=654
-  _globals['_LISTASSOCIATIONSRESPONSE']._serialized_end=756
-  _globals['_GETASSOCIATIONREQUEST']._serialized_start=758
-  _globals['_GETASSOCIATIONREQUEST']._serialized_end=793
-  _globals['_GETASSOCIATIONRESPONSE']._serialized_start=795
-  _globals['_GETASSOCIATIONRESPONSE']._serialized_end=869
-  _globals['_ABORTASSOCIATIONREQUEST']._serialized_start=871
-  _globals['_ABORTASSOCIATIONREQUEST']._serialized_end=908
-  _globals['_ABORTASSOCIATIONRESPONSE']._serialized_start=910
-  _globals['_ABORTASSOCIATIONRESPONSE']._serialized_end=986
-  _globals['_DIMSESUMMARY']._serialized_start=989
-  _globals['_DIMSESUMMARY']._serialized_end=1160
-  _globals['_ASSOCIATIONEVENT']._serialized_start=1163
-  _globals['_ASSOCIATIONEVENT']._serialized_end=1415
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1417
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1503
-  _globals['_EVENTSDROPPED']._serialized_start=1505
-  _globals['_EVENTSDROPPED']._serialized_end=1550
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1553
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1683
-  _globals['_ASSOCIATIONSERVICE']._serialized_start=2019
-  _globals['_ASSOCIATIONSERVICE']._serialized_end=2432
+  _globals['_ASSOCIATION']._serialized_end=602
+  _globals['_LISTASSOCIATIONSREQUEST']._serialized_start=604
+  _globals['_LISTASSOCIATIONSREQUEST']._serialized_end=668
+  _globals['_LISTASSOCIATIONSRESPONSE']._serialized_start=670
+  _globals['_LISTASSOCIATIONSRESPONSE']._serialized_end=772
+  _globals['_GETASSOCIATIONREQUEST']._serialized_start=774
+  _globals['_GETASSOCIATIONREQUEST']._serialized_end=809
+  _globals['_GETASSOCIATIONRESPONSE']._serialized_start=811
+  _globals['_GETASSOCIATIONRESPONSE']._serialized_end=885
+  _globals['_ABORTASSOCIATIONREQUEST']._serialized_start=887
+  _globals['_ABORTASSOCIATIONREQUEST']._serialized_end=924
+  _globals['_ABORTASSOCIATIONRESPONSE']._serialized_start=926
+  _globals['_ABORTASSOCIATIONRESPONSE']._serialized_end=1002
+  _globals['_DIMSESUMMARY']._serialized_start=1005
+  _globals['_DIMSESUMMARY']._serialized_end=1176
+  _globals['_ASSOCIATIONEVENT']._serialized_start=1179
+  _globals['_ASSOCIATIONEVENT']._serialized_end=1431
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1433
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1519
+  _globals['_EVENTSDROPPED']._serialized_start=1521
+  _globals['_EVENTSDROPPED']._serialized_end=1566
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1569
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1699
+  _globals['_ASSOCIATIONSERVICE']._serialized_start=2035
+  _globals['_ASSOCIATIONSERVICE']._serialized_end=2448
 # @@protoc_insertion_point(module_scope)

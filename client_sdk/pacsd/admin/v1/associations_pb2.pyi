@@ -46,7 +46,7 @@ class PresentationContext(_message.Message):
     def __init__(self, id: _Optional[int] = ..., abstract_syntax: _Optional[str] = ..., abstract_syntax_name: _Optional[str] = ..., transfer_syntax: _Optional[str] = ..., scu_role: _Optional[bool] = ..., scp_role: _Optional[bool] = ...) -> None: ...
 
 class Association(_message.Message):
-    __slots__ = ("id", "peer_host", "peer_port", "calling_ae", "called_ae", "start_time", "accepted_contexts", "messages_received", "messages_sent", "bytes_received", "bytes_sent", "tls", "tls_peer_subject")
+    __slots__ = ("id", "peer_host", "peer_port", "calling_ae", "called_ae", "start_time", "accepted_contexts", "messages_received", "messages_sent", "bytes_received", "bytes_sent", "tls", "tls_peer_subject", "worker")
     ID_FIELD_NUMBER: _ClassVar[int]
     PEER_HOST_FIELD_NUMBER: _ClassVar[int]
     PEER_PORT_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Association(_message.Message):
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     TLS_PEER_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     id: str
     peer_host: str
     peer_port: int
@@ -73,7 +74,8 @@ class Association(_message.Message):
     bytes_sent: int
     tls: bool
     tls_peer_subject: str
-    def __init__(self, id: _Optional[str] = ..., peer_host: _Optional[str] = ..., peer_port: _Optional[int] = ..., calling_ae: _Optional[str] = ..., called_ae: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accepted_contexts: _Optional[_Iterable[_Union[PresentationContext, _Mapping]]] = ..., messages_received: _Optional[int] = ..., messages_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., tls: _Optional[bool] = ..., tls_peer_subject: _Optional[str] = ...) -> None: ...
+    worker: int
+    def __init__(self, id: _Optional[str] = ..., peer_host: _Optional[str] = ..., peer_port: _Optional[int] = ..., calling_ae: _Optional[str] = ..., called_ae: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accepted_contexts: _Optional[_Iterable[_Union[PresentationContext, _Mapping]]] = ..., messages_received: _Optional[int] = ..., messages_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., tls: _Optional[bool] = ..., tls_peer_subject: _Optional[str] = ..., worker: _Optional[int] = ...) -> None: ...
 
 class ListAssociationsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

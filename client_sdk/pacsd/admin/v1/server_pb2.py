@@ -27,53 +27,57 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsd/admin/v1/server.proto\x12\x0epacsd.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x08Listener\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x10\n\x08\x61\x65_title\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0b\n\x03tls\x18\x05 \x01(\x08\x12\x11\n\tlistening\x18\x06 \x01(\x08\"\xc1\x01\n\x08\x43ounters\x12\x1b\n\x13\x61\x63tive_associations\x18\x01 \x01(\x03\x12\x1d\n\x15\x61ssociations_accepted\x18\x02 \x01(\x03\x12\x1d\n\x15\x61ssociations_rejected\x18\x03 \x01(\x03\x12\x1c\n\x14\x61ssociations_aborted\x18\x04 \x01(\x03\x12\x1f\n\x17\x64imse_messages_received\x18\x05 \x01(\x03\x12\x1b\n\x13\x64imse_messages_sent\x18\x06 \x01(\x03\"\x82\x02\n\x06Server\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.pacsd.admin.v1.ServerState\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\tlisteners\x18\x05 \x03(\x0b\x32\x18.pacsd.admin.v1.Listener\x12*\n\x08\x63ounters\x18\x06 \x01(\x0b\x32\x18.pacsd.admin.v1.Counters\x12\x10\n\x08\x64\x61ta_dir\x18\x07 \x01(\t\x12\x0b\n\x03pid\x18\x08 \x01(\x05\"\x12\n\x10GetServerRequest\";\n\x11GetServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\"\x14\n\x12StartServerRequest\"N\n\x13StartServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"D\n\x11StopServerRequest\x12/\n\x0cgrace_period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x12StopServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x14\n\x12PauseServerRequest\"N\n\x13PauseServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x15\n\x13ResumeServerRequest\"O\n\x14ResumeServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"B\n\x0fShutdownRequest\x12/\n\x0cgrace_period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x12\n\x10ShutdownResponse\"\x14\n\x12GetSettingsRequest\"Z\n\x13GetSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10runtime_settings\x18\x02 \x03(\t\"Y\n\x15UpdateSettingsRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"l\n\x16UpdateSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08*\x98\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_RUNNING\x10\x01\x12\x17\n\x13SERVER_STATE_PAUSED\x10\x02\x12\x18\n\x14SERVER_STATE_STOPPED\x10\x03\x12\x1e\n\x1aSERVER_STATE_SHUTTING_DOWN\x10\x04\x32\xc9\x05\n\rServerService\x12P\n\tGetServer\x12 .pacsd.admin.v1.GetServerRequest\x1a!.pacsd.admin.v1.GetServerResponse\x12V\n\x0bStartServer\x12\".pacsd.admin.v1.StartServerRequest\x1a#.pacsd.admin.v1.StartServerResponse\x12S\n\nStopServer\x12!.pacsd.admin.v1.StopServerRequest\x1a\".pacsd.admin.v1.StopServerResponse\x12V\n\x0bPauseServer\x12\".pacsd.admin.v1.PauseServerRequest\x1a#.pacsd.admin.v1.PauseServerResponse\x12Y\n\x0cResumeServer\x12#.pacsd.admin.v1.ResumeServerRequest\x1a$.pacsd.admin.v1.ResumeServerResponse\x12M\n\x08Shutdown\x12\x1f.pacsd.admin.v1.ShutdownRequest\x1a .pacsd.admin.v1.ShutdownResponse\x12V\n\x0bGetSettings\x12\".pacsd.admin.v1.GetSettingsRequest\x1a#.pacsd.admin.v1.GetSettingsResponse\x12_\n\x0eUpdateSettings\x12%.pacsd.admin.v1.UpdateSettingsRequest\x1a&.pacsd.admin.v1.UpdateSettingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsd/admin/v1/server.proto\x12\x0epacsd.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x08Listener\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x10\n\x08\x61\x65_title\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0b\n\x03tls\x18\x05 \x01(\x08\x12\x11\n\tlistening\x18\x06 \x01(\x08\"\xc1\x01\n\x08\x43ounters\x12\x1b\n\x13\x61\x63tive_associations\x18\x01 \x01(\x03\x12\x1d\n\x15\x61ssociations_accepted\x18\x02 \x01(\x03\x12\x1d\n\x15\x61ssociations_rejected\x18\x03 \x01(\x03\x12\x1c\n\x14\x61ssociations_aborted\x18\x04 \x01(\x03\x12\x1f\n\x17\x64imse_messages_received\x18\x05 \x01(\x03\x12\x1b\n\x13\x64imse_messages_sent\x18\x06 \x01(\x03\"\xab\x02\n\x06Server\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.pacsd.admin.v1.ServerState\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\tlisteners\x18\x05 \x03(\x0b\x32\x18.pacsd.admin.v1.Listener\x12*\n\x08\x63ounters\x18\x06 \x01(\x0b\x32\x18.pacsd.admin.v1.Counters\x12\x10\n\x08\x64\x61ta_dir\x18\x07 \x01(\t\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12\'\n\x07workers\x18\t \x03(\x0b\x32\x16.pacsd.admin.v1.Worker\"\xbe\x01\n\x06Worker\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.pacsd.admin.v1.WorkerState\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08\x63ounters\x18\x06 \x01(\x0b\x32\x18.pacsd.admin.v1.Counters\"\x12\n\x10GetServerRequest\";\n\x11GetServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\"\x14\n\x12StartServerRequest\"N\n\x13StartServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"D\n\x11StopServerRequest\x12/\n\x0cgrace_period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x12StopServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x14\n\x12PauseServerRequest\"N\n\x13PauseServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x15\n\x13ResumeServerRequest\"O\n\x14ResumeServerResponse\x12&\n\x06server\x18\x01 \x01(\x0b\x32\x16.pacsd.admin.v1.Server\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"B\n\x0fShutdownRequest\x12/\n\x0cgrace_period\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x12\n\x10ShutdownResponse\"\x14\n\x12GetSettingsRequest\"Z\n\x13GetSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10runtime_settings\x18\x02 \x03(\t\"Y\n\x15UpdateSettingsRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"l\n\x16UpdateSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08*\x98\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_RUNNING\x10\x01\x12\x17\n\x13SERVER_STATE_PAUSED\x10\x02\x12\x18\n\x14SERVER_STATE_STOPPED\x10\x03\x12\x1e\n\x1aSERVER_STATE_SHUTTING_DOWN\x10\x04*\x97\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x18\n\x14WORKER_STATE_SERVING\x10\x02\x12\x1b\n\x17WORKER_STATE_RESTARTING\x10\x03\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x04\x32\xc9\x05\n\rServerService\x12P\n\tGetServer\x12 .pacsd.admin.v1.GetServerRequest\x1a!.pacsd.admin.v1.GetServerResponse\x12V\n\x0bStartServer\x12\".pacsd.admin.v1.StartServerRequest\x1a#.pacsd.admin.v1.StartServerResponse\x12S\n\nStopServer\x12!.pacsd.admin.v1.StopServerRequest\x1a\".pacsd.admin.v1.StopServerResponse\x12V\n\x0bPauseServer\x12\".pacsd.admin.v1.PauseServerRequest\x1a#.pacsd.admin.v1.PauseServerResponse\x12Y\n\x0cResumeServer\x12#.pacsd.admin.v1.ResumeServerRequest\x1a$.pacsd.admin.v1.ResumeServerResponse\x12M\n\x08Shutdown\x12\x1f.pacsd.admin.v1.ShutdownRequest\x1a .pacsd.admin.v1.ShutdownResponse\x12V\n\x0bGetSettings\x12\".pacsd.admin.v1.GetSettingsRequest\x1a#.pacsd.admin.v1.GetSettingsResponse\x12_\n\x0eUpdateSettings\x12%.pacsd.admin.v1.UpdateSettingsRequest\x1a&.pacsd.admin.v1.UpdateSettingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsd.admin.v1.server_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVERSTATE']._serialized_start=1649
-  _globals['_SERVERSTATE']._serialized_end=1801
+  _globals['_SERVERSTATE']._serialized_start=1883
+  _globals['_SERVERSTATE']._serialized_end=2035
+  _globals['_WORKERSTATE']._serialized_start=2038
+  _globals['_WORKERSTATE']._serialized_end=2189
   _globals['_LISTENER']._serialized_start=142
   _globals['_LISTENER']._serialized_end=248
   _globals['_COUNTERS']._serialized_start=251
   _globals['_COUNTERS']._serialized_end=444
   _globals['_SERVER']._serialized_start=447
-  _globals['_SERVER']._serialized_end=705
-  _globals['_GETSERVERREQUEST']._serialized_start=707
-  _globals['_GETSERVERREQUEST']._serialized_end=725
-  _globals['_GETSERVERRESPONSE']._serialized_start=727
-  _globals['_GETSERVERRESPONSE']._serialized_end=786
-  _globals['_STARTSERVERREQUEST']._serialized_start=788
-  _globals['_STARTSERVERREQUEST']._serialized_end=808
-  _globals['_STARTSERVERRESPONSE']._serialized_start=810
-  _globals['_STARTSERVERRESPONSE']._serialized_end=888
-  _globals['_STOPSERVERREQUEST']._serialized_start=890
-  _globals['_STOPSERVERREQUEST']._serialized_end=958
-  _globals['_STOPSERVERRESPONSE']._serialized_start=960
-  _globals['_STOPSERVERRESPONSE']._serialized_end=1037
-  _globals['_PAUSESERVERREQUEST']._serialized_start=1039
-  _globals['_PAUSESERVERREQUEST']._serialized_end=1059
-  _globals['_PAUSESERVERRESPONSE']._serialized_start=1061
-  _globals['_PAUSESERVERRESPONSE']._serialized_end=1139
-  _globals['_RESUMESERVERREQUEST']._serialized_start=1141
-  _globals['_RESUMESERVERREQUEST']._serialized_end=1162
-  _globals['_RESUMESERVERRESPONSE']._serialized_start=1164
-  _globals['_RESUMESERVERRESPONSE']._serialized_end=1243
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1245
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1311
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1313
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1331
-  _globals['_GETSETTINGSREQUEST']._serialized_start=1333
-  _globals['_GETSETTINGSREQUEST']._serialized_end=1353
-  _globals['_GETSETTINGSRESPONSE']._serialized_start=1355
-  _globals['_GETSETTINGSRESPONSE']._serialized_end=1445
-  _globals['_UPDATESETTINGSREQUEST']._serialized_start=1447
-  _globals['_UPDATESETTINGSREQUEST']._serialized_end=1536
-  _globals['_UPDATESETTINGSRESPONSE']._serialized_start=1538
-  _globals['_UPDATESETTINGSRESPONSE']._serialized_end=1646
-  _globals['_SERVERSERVICE']._serialized_start=1804
-  _globals['_SERVERSERVICE']._serialized_end=2517
+  _globals['_SERVER']._serialized_end=746
+  _globals['_WORKER']._serialized_start=749
+  _globals['_WORKER']._serialized_end=939
+  _globals['_GETSERVERREQUEST']._serialized_start=941
+  _globals['_GETSERVERREQUEST']._serialized_end=959
+  _globals['_GETSERVERRESPONSE']._serialized_start=961
+  _globals['_GETSERVERRESPONSE']._serialized_end=1020
+  _globals['_STARTSERVERREQUEST']._serialized_start=1022
+  _globals['_STARTSERVERREQUEST']._serialized_end=1042
+  _globals['_STARTSERVERRESPONSE']._serialized_start=1044
+  _globals['_STARTSERVERRESPONSE']._serialized_end=1122
+  _globals['_STOPSERVERREQUEST']._serialized_start=1124
+  _globals['_STOPSERVERREQUEST']._serialized_end=1192
+  _globals['_STOPSERVERRESPONSE']._serialized_start=1194
+  _globals['_STOPSERVERRESPONSE']._serialized_end=1271
+  _globals['_PAUSESERVERREQUEST']._serialized_start=1273
+  _globals['_PAUSESERVERREQUEST']._serialized_end=1293
+  _globals['_PAUSESERVERRESPONSE']._serialized_start=1295
+  _globals['_PAUSESERVERRESPONSE']._serialized_end=1373
+  _globals['_RESUMESERVERREQUEST']._serialized_start=1375
+  _globals['_RESUMESERVERREQUEST']._serialized_end=1396
+  _globals['_RESUMESERVERRESPONSE']._serialized_start=1398
+  _globals['_RESUMESERVERRESPONSE']._serialized_end=1477
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1479
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1545
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1547
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1565
+  _globals['_GETSETTINGSREQUEST']._serialized_start=1567
+  _globals['_GETSETTINGSREQUEST']._serialized_end=1587
+  _globals['_GETSETTINGSRESPONSE']._serialized_start=1589
+  _globals['_GETSETTINGSRESPONSE']._serialized_end=1679
+  _globals['_UPDATESETTINGSREQUEST']._serialized_start=1681
+  _globals['_UPDATESETTINGSREQUEST']._serialized_end=1770
+  _globals['_UPDATESETTINGSRESPONSE']._serialized_start=1772
+  _globals['_UPDATESETTINGSRESPONSE']._serialized_end=1880
+  _globals['_SERVERSERVICE']._serialized_start=2192
+  _globals['_SERVERSERVICE']._serialized_end=2905
 # @@protoc_insertion_point(module_scope)

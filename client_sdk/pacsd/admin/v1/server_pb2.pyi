@@ -19,11 +19,24 @@ class ServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERVER_STATE_PAUSED: _ClassVar[ServerState]
     SERVER_STATE_STOPPED: _ClassVar[ServerState]
     SERVER_STATE_SHUTTING_DOWN: _ClassVar[ServerState]
+
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    WORKER_STATE_STARTING: _ClassVar[WorkerState]
+    WORKER_STATE_SERVING: _ClassVar[WorkerState]
+    WORKER_STATE_RESTARTING: _ClassVar[WorkerState]
+    WORKER_STATE_STOPPED: _ClassVar[WorkerState]
 SERVER_STATE_UNSPECIFIED: ServerState
 SERVER_STATE_RUNNING: ServerState
 SERVER_STATE_PAUSED: ServerState
 SERVER_STATE_STOPPED: ServerState
 SERVER_STATE_SHUTTING_DOWN: ServerState
+WORKER_STATE_UNSPECIFIED: WorkerState
+WORKER_STATE_STARTING: WorkerState
+WORKER_STATE_SERVING: WorkerState
+WORKER_STATE_RESTARTING: WorkerState
+WORKER_STATE_STOPPED: WorkerState
 
 class Listener(_message.Message):
     __slots__ = ("protocol", "ae_title", "host", "port", "tls", "listening")
@@ -58,7 +71,7 @@ class Counters(_message.Message):
     def __init__(self, active_associations: _Optional[int] = ..., associations_accepted: _Optional[int] = ..., associations_rejected: _Optional[int] = ..., associations_aborted: _Optional[int] = ..., dimse_messages_received: _Optional[int] = ..., dimse_messages_sent: _Optional[int] = ...) -> None: ...
 
 class Server(_message.Message):
-    __slots__ = ("version", "api_version", "state", "start_time", "listeners", "counters", "data_dir", "pid")
+    __slots__ = ("version", "api_version", "state", "start_time", "listeners", "counters", "data_dir", "pid", "workers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +80,7 @@ class Server(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: str
     state: ServerState
@@ -75,7 +89,24 @@ class Server(_message.Message):
     counters: Counters
     data_dir: str
     pid: int
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., state: _Optional[_Union[ServerState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[_Union[Listener, _Mapping]]] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., data_dir: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., state: _Optional[_Union[ServerState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[_Union[Listener, _Mapping]]] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., data_dir: _Optional[str] = ..., pid: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+
+class Worker(_message.Message):
+    __slots__ = ("index", "pid", "state", "restarts", "start_time", "counters")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    pid: int
+    state: WorkerState
+    restarts: int
+    start_time: _timestamp_pb2.Timestamp
+    counters: Counters
+    def __init__(self, index: _Optional[int] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., restarts: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ...) -> None: ...
 
 class GetServerRequest(_message.Message):
     __slots__ = ()

@@ -34,6 +34,7 @@ def assoc_list(items: Sequence[associations_pb2.Association]) -> str:
         [
             [
                 a.id,
+                str(a.worker),
                 a.calling_ae,
                 a.called_ae,
                 f"{a.peer_host}:{a.peer_port}",
@@ -47,6 +48,7 @@ def assoc_list(items: Sequence[associations_pb2.Association]) -> str:
         ],
         header=[
             "ID",
+            "WORKER",
             "CALLING",
             "CALLED",
             "PEER",
@@ -63,6 +65,7 @@ def assoc_detail(a: associations_pb2.Association) -> str:
     summary = render.table(
         [
             ["ID", a.id],
+            ["WORKER", str(a.worker)],
             ["CALLING AE", a.calling_ae],
             ["CALLED AE", a.called_ae],
             ["PEER", f"{a.peer_host}:{a.peer_port}"],

@@ -106,7 +106,36 @@ def server(msg: server_pb2.Server, now: datetime | None = None) -> str:
         ],
         header=["PROTOCOL", "AE TITLE", "HOST", "PORT", "TLS", "LISTENING"],
     )
-    return f"{summary}\n\nLISTENERS\n{listeners}"
+    text = f"{summary}\n\nLISTENERS\n{listeners}"
+    if len(msg.workers) > 1:  # one engine process needs no table of its own
+        text += f"\n\nWORKERS\n{workers(msg)}"
+    return text
+
+
+def worker_state_name(state: int) -> str:
+    try:
+        name = server_pb2.WorkerState.Name(state)
+    except ValueError:
+        return str(state)
+    return name.removeprefix("WORKER_STATE_")
+
+
+def workers(msg: server_pb2.Server) -> str:
+    """The engine processes sharing the DICOM port (docs/workers.md)."""
+    return table(
+        [
+            [
+                str(w.index),
+                str(w.pid),
+                worker_state_name(w.state),
+                str(w.restarts),
+                str(w.counters.active_associations),
+                str(w.counters.associations_accepted),
+            ]
+            for w in msg.workers
+        ],
+        header=["WORKER", "PID", "STATE", "RESTARTS", "ACTIVE", "ACCEPTED"],
+    )
 
 
 #: Past tense of each change, printed when it did something.

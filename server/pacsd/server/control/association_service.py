@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -19,6 +19,8 @@ from pydicom.uid import UID
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
+
+T = TypeVar("T")
 
 _TYPES = {
     EventType.ACCEPTED: associations_pb2.ASSOCIATION_EVENT_TYPE_ACCEPTED,
@@ -40,7 +42,7 @@ def _is_tls(assoc: Any) -> bool:
     return isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
 
 
-def association_message(item: LiveAssociation) -> associations_pb2.Association:
+def association_message(item: LiveAssociation, worker: int = 0) -> associations_pb2.Association:
     assoc = item.assoc
     info = association_info(assoc)
     msg = associations_pb2.Association(
@@ -55,6 +57,7 @@ def association_message(item: LiveAssociation) -> associations_pb2.Association:
         bytes_sent=item.bytes_sent,
         tls=_is_tls(assoc),
         tls_peer_subject=info.tls_peer_subject,
+        worker=worker,
     )
     msg.start_time.FromDatetime(item.started)
     for cx in sorted(assoc.accepted_contexts, key=lambda c: c.context_id or 0):
@@ -105,6 +108,26 @@ def _not_found(assoc_id: str) -> ControlError:
     )
 
 
+def _forwarded(call: Callable[[], T], assoc_id: str) -> T:
+    """A call answered by the worker that serves the association. A worker that no
+    longer has it, or is down (its associations went with it), means not found."""
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            raise _not_found(assoc_id) from exc
+        raise ControlError(
+            grpc.StatusCode.INTERNAL,
+            errors_pb2.INTERNAL_ERROR,
+            f"the worker serving {assoc_id} failed: {exc.details()}",
+        ) from exc
+
+
 def _need_id(assoc_id: str) -> str:
     assoc_id = assoc_id.strip()
     if not assoc_id:
@@ -117,9 +140,23 @@ def _need_id(assoc_id: str) -> str:
     return assoc_id
 
 
-def _order(item: LiveAssociation) -> tuple[Any, int]:
-    digits = item.id.lstrip("a")
-    return item.started, int(digits) if digits.isdigit() else 0
+def _order(msg: associations_pb2.Association) -> tuple[int, int, int]:
+    digits = msg.id.rpartition(".")[2].lstrip("a")
+    return msg.start_time.ToNanoseconds(), msg.worker, int(digits) if digits.isdigit() else 0
+
+
+def _all_pages(stub: associations_pb2_grpc.AssociationServiceStub) -> list[Any]:
+    """Every live association of one worker."""
+    found: list[Any] = []
+    token = ""
+    while True:
+        reply = stub.ListAssociations(
+            associations_pb2.ListAssociationsRequest(page_size=1000, page_token=token), timeout=5
+        )
+        found.extend(reply.associations)
+        token = reply.next_page_token
+        if not token:
+            return found
 
 
 class AssociationServicer(associations_pb2_grpc.AssociationServiceServicer):
@@ -131,14 +168,34 @@ class AssociationServicer(associations_pb2_grpc.AssociationServiceServicer):
     def _tracker(self):  # type: ignore[no-untyped-def]
         return self._rt.listener.tracker
 
+    @property
+    def _index(self) -> int:
+        """This process's worker number (0 for the first)."""
+        return self._rt.role.index if self._rt.role is not None else 0
+
+    def _worker_stub(self, assoc_id: str) -> associations_pb2_grpc.AssociationServiceStub | None:
+        """The control stub of the worker serving ``assoc_id``, if another process does."""
+        supervisor = self._rt.supervisor
+        worker = supervisor.find(assoc_id) if supervisor is not None else None
+        if worker is None or worker.channel is None:
+            return None
+        return associations_pb2_grpc.AssociationServiceStub(worker.channel)
+
     @rpc
     def ListAssociations(
         self, request: associations_pb2.ListAssociationsRequest, context: grpc.ServicerContext
     ) -> associations_pb2.ListAssociationsResponse:
-        live = sorted(self._tracker.live(), key=_order)
+        live = [association_message(item, self._index) for item in self._tracker.live()]
+        supervisor = self._rt.supervisor
+        if supervisor is not None:
+            for _worker, theirs in supervisor.each(
+                lambda w: _all_pages(associations_pb2_grpc.AssociationServiceStub(w.channel))
+            ):
+                live.extend(theirs)
+        live.sort(key=_order)
         items, token = page(live, request.page_size, request.page_token)
         return associations_pb2.ListAssociationsResponse(
-            associations=[association_message(item) for item in items], next_page_token=token
+            associations=list(items), next_page_token=token
         )
 
     @rpc
@@ -146,20 +203,28 @@ class AssociationServicer(associations_pb2_grpc.AssociationServiceServicer):
         self, request: associations_pb2.GetAssociationRequest, context: grpc.ServicerContext
     ) -> associations_pb2.GetAssociationResponse:
         assoc_id = _need_id(request.id)
+        stub = self._worker_stub(assoc_id)
+        if stub is not None:
+            return _forwarded(lambda: stub.GetAssociation(request, timeout=10), assoc_id)
         item = self._tracker.find(assoc_id)
         if item is None:
             raise _not_found(assoc_id)
-        return associations_pb2.GetAssociationResponse(association=association_message(item))
+        return associations_pb2.GetAssociationResponse(
+            association=association_message(item, self._index)
+        )
 
     @rpc
     def AbortAssociation(
         self, request: associations_pb2.AbortAssociationRequest, context: grpc.ServicerContext
     ) -> associations_pb2.AbortAssociationResponse:
         assoc_id = _need_id(request.id)
+        stub = self._worker_stub(assoc_id)
+        if stub is not None:
+            return _forwarded(lambda: stub.AbortAssociation(request, timeout=30), assoc_id)
         item = self._tracker.find(assoc_id)
         if item is None:
             raise _not_found(assoc_id)
-        before = association_message(item)
+        before = association_message(item, self._index)
         if self._rt.listener.abort(assoc_id) is None:  # it closed meanwhile
             raise _not_found(assoc_id)
         return associations_pb2.AbortAssociationResponse(association=before)

@@ -36,6 +36,7 @@ from pacsd.server.control.server_service import ServerServicer
 from pacsd.server.control.storage_service import StorageServicer
 from pacsd.server.control.streams import MAX_STREAMS, StreamSlots
 from pacsd.server.control.tls import ControlTLS
+from pacsd.server.workers.replication import ReplicationInterceptor
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -72,6 +73,18 @@ class ControlPlane:
         self.tls: ControlTLS | None = None
         self.health = health.HealthServicer()
         self.streams = StreamSlots(MAX_STREAMS)
+        # Credentials and roles are checked first (control/auth.py), so the audit record
+        # of a call names who made it; every state-changing call leaves an AUDIT record
+        # (control/audit.py), and is then repeated on the server's other engine
+        # processes (workers/replication.py). A worker's services answer only its
+        # supervisor, over a private Unix socket: none of that applies there.
+        interceptors: list[grpc.ServerInterceptor] = []
+        if runtime.role is None:
+            interceptors = [
+                AuthInterceptor(Authenticator.from_settings(runtime.settings)),
+                AuditInterceptor(),
+                ReplicationInterceptor(lambda: runtime.supervisor),
+            ]
         self._server = grpc.server(
             # Each live log/event stream holds a worker; 16 more always serve unary calls.
             futures.ThreadPoolExecutor(
@@ -80,13 +93,7 @@ class ControlPlane:
             # gRPC sets SO_REUSEPORT by default, which would let a second pacsd "bind" a
             # control port that is already taken.
             options=[("grpc.so_reuseport", 0)],
-            # Credentials and roles are checked first (control/auth.py), so the audit
-            # record of a call names who made it; every state-changing call leaves an
-            # AUDIT record (control/audit.py).
-            interceptors=[
-                AuthInterceptor(Authenticator.from_settings(runtime.settings)),
-                AuditInterceptor(),
-            ],
+            interceptors=interceptors,
         )
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(runtime), self._server)
         addins_pb2_grpc.add_AddinServiceServicer_to_server(AddinServicer(runtime), self._server)
@@ -136,6 +143,15 @@ class ControlPlane:
         if bound == 0:
             raise ControlBindError(host, port)
         return bound
+
+    def bind_private(self, address: str) -> None:
+        """Bind a worker's services to its supervisor's Unix socket (``unix:/path``)."""
+        try:
+            bound = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ControlBindError(address, 0) from exc
+        if bound == 0:
+            raise ControlBindError(address, 0)
 
     def start(self) -> None:
         self._server.start()

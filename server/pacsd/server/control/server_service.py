@@ -10,6 +10,7 @@ from pacsd.admin.v1 import errors_pb2, server_pb2, server_pb2_grpc
 from pacsd.server import live_settings
 from pacsd.server.control.errors import ControlError, rpc
 from pacsd.server.dicom.listener import BindError, ListenerState, ListenerStoppedError
+from pacsd.server.workers.supervisor import WorkerState
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -18,6 +19,14 @@ _STATES = {
     ListenerState.RUNNING: server_pb2.SERVER_STATE_RUNNING,
     ListenerState.PAUSED: server_pb2.SERVER_STATE_PAUSED,
     ListenerState.STOPPED: server_pb2.SERVER_STATE_STOPPED,
+}
+
+
+_WORKER_STATES = {
+    WorkerState.STARTING: server_pb2.WORKER_STATE_STARTING,
+    WorkerState.SERVING: server_pb2.WORKER_STATE_SERVING,
+    WorkerState.RESTARTING: server_pb2.WORKER_STATE_RESTARTING,
+    WorkerState.STOPPED: server_pb2.WORKER_STATE_STOPPED,
 }
 
 
@@ -31,6 +40,14 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         rt.refresh_health()
         listener = rt.listener
         active, counters = listener.tracker.snapshot()
+        own = server_pb2.Counters(
+            active_associations=active,
+            associations_accepted=counters.associations_accepted,
+            associations_rejected=counters.associations_rejected,
+            associations_aborted=counters.associations_aborted,
+            dimse_messages_received=counters.dimse_messages_received,
+            dimse_messages_sent=counters.dimse_messages_sent,
+        )
         msg = server_pb2.Server(
             version=rt.version,
             api_version=rt.api_version,
@@ -41,16 +58,9 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             ),
             data_dir=str(rt.settings.data_dir.resolve()),
             pid=rt.pid,
-            counters=server_pb2.Counters(
-                active_associations=active,
-                associations_accepted=counters.associations_accepted,
-                associations_rejected=counters.associations_rejected,
-                associations_aborted=counters.associations_aborted,
-                dimse_messages_received=counters.dimse_messages_received,
-                dimse_messages_sent=counters.dimse_messages_sent,
-            ),
         )
         msg.start_time.FromDatetime(rt.started_at)
+        self._workers(msg, own)
         for dicom in rt.listeners.all():  # plain first, then TLS
             msg.listeners.add(
                 protocol="dicom",
@@ -76,6 +86,47 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
                 listening=True,
             )
         return msg
+
+    def _workers(self, msg: server_pb2.Server, own: server_pb2.Counters) -> None:
+        """This process and every worker, and the counters of all added up."""
+        rt = self._rt
+        first = msg.workers.add(
+            index=rt.role.index if rt.role is not None else 0,
+            pid=rt.pid,
+            state=server_pb2.WORKER_STATE_SERVING,
+            counters=own,
+        )
+        first.start_time.FromDatetime(rt.started_at)
+        total = server_pb2.Counters()
+        total.CopyFrom(own)
+        supervisor = rt.supervisor
+        if supervisor is None:
+            msg.counters.CopyFrom(total)
+            return
+        answers = {
+            worker.index: reply.server
+            for worker, reply in supervisor.each(
+                lambda w: server_pb2_grpc.ServerServiceStub(w.channel).GetServer(
+                    server_pb2.GetServerRequest(), timeout=5
+                )
+            )
+        }
+        for status in supervisor.statuses():
+            item = msg.workers.add(
+                index=status.index,
+                pid=status.pid,
+                state=_WORKER_STATES[status.state],
+                restarts=status.restarts,
+            )
+            if status.started_at is not None:
+                item.start_time.FromDatetime(status.started_at)
+            theirs = answers.get(status.index)
+            if theirs is not None:
+                item.counters.CopyFrom(theirs.counters)
+                for field in server_pb2.Counters.DESCRIPTOR.fields:
+                    name = field.name
+                    setattr(total, name, getattr(total, name) + getattr(theirs.counters, name))
+        msg.counters.CopyFrom(total)
 
     def _refuse_if_shutting_down(self) -> None:
         if self._rt.shutting_down:

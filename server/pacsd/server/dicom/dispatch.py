@@ -12,6 +12,8 @@ status, and both are logged and counted against the add-in.
 from __future__ import annotations
 
 import logging
+import select
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from pacsd.addin import (
 )
 from pacsd.addin.requests import _Lazy
 from pacsd.server import logcontext
-from pacsd.server.addins.record import HandlerTimeout
+from pacsd.server.addins.record import BATCH_ITEMS, HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
 from pacsd.server.dicom import policy
 from pacsd.server.dicom.associations import association_info
@@ -324,22 +326,28 @@ class Dispatcher:
     def _pending(
         self, route: Route, event: Event, request: Any, expect_count: bool
     ) -> Iterator[Any]:
-        """Drive the add-in's generator one item at a time, each under the time limit."""
+        """Drive the add-in's generator, each result under the time limit.
+
+        Results are pulled in batches on the add-in worker thread (``call_batch``), not
+        one hand-off each; a C-CANCEL is still checked before each result is answered.
+        """
         cancelled = request._cancelled
         try:
             results = iter(self._call(route, request))
         except Exception as exc:
             yield from _fail_early(self._failure(route, exc), expect_count)
             return
+        items = self._batched(route, request, results, cancelled)
+        peer = _PeerBytes(event)
         first = True
         while True:
+            peer.let_in(cancelled)
             if cancelled():
                 _close(results)
                 yield int(Status.CANCEL), None
                 return
             try:
-                with logcontext.association(request.association):
-                    item = route.record.call(next, results, self._limit(route))
+                item = next(items)
             except StopIteration:
                 if cancelled():  # the handler saw the C-CANCEL and stopped
                     yield int(Status.CANCEL), None
@@ -371,6 +379,71 @@ class Dispatcher:
                 yield int(Status.PENDING), item
         if expect_count and first:
             yield 0  # no matches: zero sub-operations
+
+    def _batched(
+        self,
+        route: Route,
+        request: Any,
+        results: Iterator[Any],
+        cancelled: Callable[[], bool],
+    ) -> Iterator[Any]:
+        """The generator's results, batch by batch; its exception (or a
+        ``HandlerTimeout``) is raised after the results produced before it. The first
+        batch is a single result, so that the first match leaves without waiting for
+        the ones after it."""
+        size = 1
+        while True:
+            with logcontext.association(request.association):
+                batch = route.record.call_batch(results, self._limit(route), cancelled, size)
+            size = BATCH_ITEMS
+            yield from batch.items
+            if isinstance(batch.end, StopIteration):
+                return
+            if batch.end is not None:
+                raise batch.end
+
+
+class _PeerBytes:
+    """Lets the DUL thread read what the peer sent in the middle of an answer.
+
+    A C-CANCEL is only seen once the DUL thread has read and decoded its PDU, and while
+    this thread streams responses it holds the GIL: the DUL thread got it back only at
+    the interpreter's 5 ms switch interval, once per blocking call, so a C-CANCEL sent
+    after the first of a hundred matches arrived after the last. So, before each
+    response: if the socket holds unread bytes (during an answer, nearly always a
+    C-CANCEL), sleep until a cancel is seen or ``WAIT`` has passed; at most ``BUDGET``
+    in all per answer (a peer that keeps sending cannot slow it down further). One
+    ``poll(2)`` per response otherwise.
+    """
+
+    WAIT = 0.005
+    BUDGET = 0.05
+
+    def __init__(self, event: Event) -> None:
+        self._poll: select.poll | None = None
+        self._budget = self.BUDGET
+        try:
+            fd = event.assoc.dul.socket.socket.fileno()  # type: ignore[union-attr]
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+        except Exception:  # no socket (closed, or a test double): nothing to wait for
+            return
+        self._poll = poller
+
+    def _unread(self) -> bool:
+        assert self._poll is not None
+        return any(mask & select.POLLIN for _, mask in self._poll.poll(0))
+
+    def let_in(self, cancelled: Callable[[], bool]) -> None:
+        if self._poll is None or self._budget <= 0 or not self._unread():
+            return
+        # Not only until the bytes are read: the DUL thread needs the GIL again after
+        # each read to decode them, and would not get it back from this thread.
+        started = time.monotonic()
+        deadline = started + min(self.WAIT, self._budget)
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        self._budget -= time.monotonic() - started
 
 
 def _move_contexts(

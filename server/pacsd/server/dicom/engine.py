@@ -10,13 +10,16 @@ pynetdicom's internals; everything else uses the public event API.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from pacsd.server.addins.routing import RoutingTable
-from pacsd.server.dicom import pdu_guard, spool
+from pacsd.server.dicom import dimse_encode, pdu_guard, reactor, send_path, spool, spool_files
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.tls import TlsAcceptor
 from pynetdicom import evt
@@ -75,6 +78,15 @@ class AdmissionACSE(ACSE):
         evt.trigger(self.assoc, evt.EVT_REJECTED, {})
         self.assoc.kill()
 
+    def send_accept(self) -> None:
+        # Report the acceptance before the A-ASSOCIATE-AC leaves, not after as pynetdicom
+        # does: the network thread may otherwise decode the peer's first request (and
+        # report it) before this thread reports the acceptance, and the association
+        # would miss its first message in its counters and the event stream. The
+        # listener ignores pynetdicom's own, later EVT_ACCEPTED.
+        evt.trigger(self.assoc, evt.EVT_ACCEPTED, {})
+        super().send_accept()
+
     def _apply_accepts(self) -> None:
         """Drop the abstract syntaxes an add-in's ``accepts()`` refuses for this peer."""
         table: RoutingTable = self.assoc.pacsd_routes  # type: ignore[attr-defined]
@@ -124,9 +136,13 @@ class AdmissionACSE(ACSE):
                 ranked: list[Any] = [ts for ts in preferred if ts in ours]
                 ranked += [ts for ts in ours if ts not in preferred]
                 if ranked != ours:
+                    # Our context's UIDs were validated when it was built: reuse them
+                    # rather than through the setters, which re-validate every UID with
+                    # regexes (20 ms for a storescu proposing all storage classes).
+                    uids = {str(ts): ts for ts in cx.transfer_syntax}
                     copy = PresentationContext()
-                    copy.abstract_syntax = cx.abstract_syntax
-                    copy.transfer_syntax = ranked
+                    copy._abstract_syntax = cx.abstract_syntax
+                    copy._transfer_syntax = [uids[ts] for ts in ranked]
                     copy.scu_role, copy.scp_role = cx.scu_role, cx.scp_role
                     cx = copy
             contexts.append(cx)
@@ -134,13 +150,15 @@ class AdmissionACSE(ACSE):
 
 
 class PacsdDIMSE(DIMSEServiceProvider):
-    """DIMSE provider that spools C-STORE datasets to disk as they arrive and lets
-    ``before_send`` hooks change a message before it is encoded."""
+    """DIMSE provider that spools C-STORE datasets to disk as they arrive, lets
+    ``before_send`` hooks change a message before it is encoded, and sends responses
+    through pacsd's own encoder (``send_path``: same bytes, without pydicom)."""
 
     def __init__(self, assoc: Association, before_send: BeforeSend, spool_dir: Path) -> None:
         super().__init__(assoc)
         self._before_send = before_send
         self._spool_dir = spool_dir
+        dimse_encode.install()  # identifiers the service classes encode (idempotent)
 
     def receive_primitive(self, primitive: Any) -> None:
         if self.message is None:
@@ -160,7 +178,8 @@ class PacsdDIMSE(DIMSEServiceProvider):
             self.assoc.pacsd_status_override = None  # type: ignore[attr-defined]
             primitive.Status = override[1]
         self._before_send(self.assoc, primitive)
-        super().send_msg(primitive, context_id)
+        if not send_path.send_message(self, primitive, context_id):
+            super().send_msg(primitive, context_id)
 
 
 class FastSocket(AssociationSocket):
@@ -173,18 +192,24 @@ class FastSocket(AssociationSocket):
     delayed ACK before it sends the last segment of every message.
 
     It also counts the bytes read and written, for the control plane's association list
-    and the metrics. All reads and writes happen on the association's DUL thread, so the
-    plain integer counters need no lock.
+    and the metrics. Reads happen on the association's DUL thread only. Writes come from
+    two threads on a plain socket: the association thread writes its DIMSE messages
+    (send_path.py), the DUL thread the association's own PDUs (A-RELEASE-RP, an A-ABORT
+    an operator asked for). ``send_lock`` makes each write whole, so an A-ABORT never
+    lands in the middle of a P-DATA-TF, and keeps the byte count exact.
     """
 
     #: Bytes read from / written to this socket (class defaults: pynetdicom builds the
     #: socket before its class is switched to this one).
     bytes_in = 0
     bytes_out = 0
+    #: Set per socket when its class is switched (PacsdRequestHandler).
+    send_lock: threading.Lock
 
     def send(self, bytestream: bytes) -> None:
-        super().send(bytestream)
-        self.bytes_out += len(bytestream)
+        with self.send_lock:
+            super().send(bytestream)
+            self.bytes_out += len(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
@@ -204,6 +229,45 @@ class FastSocket(AssociationSocket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return buffer
+
+    def read_into(self, buffer: bytearray, start: int, quickack: bool) -> int:
+        """Fill ``buffer[start:]`` from the socket; returns the bytes read (fewer only
+        when the peer closed). ``pdu_guard`` reads a PDU's header and then its body
+        straight behind it, asking for the quick ACK once, after the body."""
+        sock = cast(socket.socket, self.socket)
+        view = memoryview(buffer)
+        end = len(buffer)
+        got = start
+        try:
+            while got < end:
+                n = sock.recv_into(view[got:], end - got)
+                if not n:
+                    break
+                got += n
+        finally:
+            del view
+            self.bytes_in += got - start
+        if quickack and _QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return got - start
+
+    @property
+    def ready(self) -> bool:
+        """pynetdicom's check (data waiting?) with ``poll``: its ``select`` fails, and
+        reads as a closed connection, once descriptor numbers pass 1023."""
+        raw = self.socket
+        if raw is None or self._is_connected is False:
+            return False
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return True
+        try:
+            poller = select.poll()
+            poller.register(raw, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")
+            return False
 
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -236,6 +300,8 @@ class PacsdRequestHandler(RequestHandler):
         assoc.acse = AdmissionACSE(assoc, self.server.admission)
         assoc.dimse = PacsdDIMSE(assoc, self.server.before_send, self.server.spool_dir)
         assoc.dul.socket.__class__ = FastSocket
+        assoc.dul.socket.send_lock = threading.Lock()  # type: ignore[union-attr]
+        reactor.install(assoc)  # both threads wait for work instead of polling every 1 ms
         pdu_guard.install(assoc.dul)  # bounded, time-limited PDU reads
         return assoc
 
@@ -257,6 +323,12 @@ class PacsdAssociationServer(ThreadedAssociationServer):
     spool_dir: Path
     #: Set on a DICOM TLS listener: accepted sockets are secured before negotiating.
     tls: TlsAcceptor | None = None
+    #: Bind with SO_REUSEPORT, so that the engine processes of one server share the
+    #: port and the kernel spreads connections over them (docs/workers.md).
+    reuse_port = False
+    #: Join a group another process of the server started (workers), rather than
+    #: refuse a port that is taken.
+    join_group = False
 
     def configure(
         self,
@@ -267,6 +339,7 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         spool_dir: Path,
     ) -> None:
         self.spool_dir = spool_dir
+        spool_files.for_folder(spool_dir)  # spool files made ready now, not mid-C-STORE
         self.routing = routing
         self.admission = admission
         self.new_association_id = new_association_id
@@ -300,9 +373,45 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         self._contexts_cache = (table, built)
         return built
 
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            if not self.join_group and self.server_address[1]:
+                self._refuse_taken_port()
+            # Before bind(): every socket of the group needs it, and only processes of
+            # the same user can join the group.
+            cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def _refuse_taken_port(self) -> None:
+        """Raise EADDRINUSE if anything listens on the port already.
+
+        With SO_REUSEPORT, a second server of the same user configured with the same
+        port would silently join the group and take half the connections. A socket
+        without the option cannot bind a port in use, so one is bound (and closed)
+        first: the first process of a server starts a group, only its workers join it.
+        """
+        probe = socket.socket(self.address_family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(self.server_address)
+        finally:
+            probe.close()
+
     def get_request(self) -> tuple[socket.socket, Any]:
         client, address = super().get_request()
         # pynetdicom never sets TCP_NODELAY; without it command+dataset sends stall on
         # delayed ACKs (~40 ms per message).
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+
+class SharedPortAssociationServer(PacsdAssociationServer):
+    """The first listening socket of a SO_REUSEPORT group (the server's first process)."""
+
+    reuse_port = True
+
+
+class JoiningAssociationServer(SharedPortAssociationServer):
+    """A worker's listening socket, joining the group of the server's first process."""
+
+    join_group = True

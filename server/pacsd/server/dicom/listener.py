@@ -22,9 +22,11 @@ from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.client import ClientAE
 from pacsd.server.dicom.dispatch import Dispatcher
 from pacsd.server.dicom.engine import (
+    JoiningAssociationServer,
     PacsdAssociationServer,
     PacsdRequestHandler,
     Rejection,
+    SharedPortAssociationServer,
     UnusableRequest,
 )
 from pacsd.server.dicom.observers import Observers
@@ -75,10 +77,16 @@ class DicomListener:
         host: str | None = None,
         port: int | None = None,
         tls_context: ContextProvider | None = None,
+        reuse_port: bool = False,
+        join_port: bool = False,
     ) -> None:
         """``tls_context`` makes this a DICOM TLS listener: each accepted connection is
         secured with the context it returns at that moment (dicom/tls.py). ``host`` and
-        ``port`` default to the settings' dicom_host and dicom_port."""
+        ``port`` default to the settings' dicom_host and dicom_port. ``reuse_port``
+        binds with SO_REUSEPORT, to share the port with the server's other engine
+        processes (docs/workers.md); ``join_port`` joins the port the first one bound."""
+        self.reuse_port = reuse_port or join_port
+        self.join_port = join_port
         #: "dicom" or "dicom-tls": names the listener in logs, threads and GetServer.
         self.name = name
         self.tls_context = tls_context
@@ -151,7 +159,13 @@ class DicomListener:
                     # per association (PacsdRequestHandler).
                     contexts=[build_context(sop.VERIFICATION)],
                     evt_handlers=handlers,
-                    server_class=PacsdAssociationServer,
+                    server_class=(
+                        JoiningAssociationServer
+                        if self.join_port
+                        else SharedPortAssociationServer
+                        if self.reuse_port
+                        else PacsdAssociationServer
+                    ),
                     request_handler=PacsdRequestHandler,
                 )
             except OSError as exc:
@@ -269,6 +283,9 @@ class DicomListener:
         self.tracker.rejected(None, "tls", f"TLS handshake with {peer} failed: {why}")
 
     def _on_accepted(self, event: Event) -> None:
+        if getattr(event.assoc, "pacsd_accept_reported", False):
+            return  # reported once already, before the A-ASSOCIATE-AC (engine.py)
+        event.assoc.pacsd_accept_reported = True  # type: ignore[attr-defined]
         self.tracker.accepted(event.assoc, getattr(event.assoc, "pacsd_id", ""))
         self._observers.accepted(event)
 

@@ -19,6 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
+from pacsd.server.dicom import spool_files
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
@@ -30,6 +31,35 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1425.1"
 IMPLEMENTATION_VERSION = "PACSD_01"
 
 _names = itertools.count(1)
+
+#: Start writing a spool file to disk once this much of it is not yet on its way: the
+#: fsync that makes a stored instance durable then waits for the tail only (a 0.5 MB
+#: instance: 0.7 ms -> 0.2 ms here), and the disk works while the network delivers.
+WRITEBACK_BYTES = 64 * 1024
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux / glibc: the final fsync does it all
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+#: SYNC_FILE_RANGE_WRITE: start writeback of dirty pages, do not wait for it.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range to disk (a hint: no durability, no
+    waiting; ``BlobStore.commit`` still fsyncs)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
@@ -79,13 +109,19 @@ class SpoolFile:
     def __init__(self, path: Path, header: bytes) -> None:
         self.name = str(path)
         self.path = path
+        #: Where the dataset starts (after the File Meta Information).
         self.offset = len(header)
         self.error: OSError | None = None
         self._fh: Any = None
+        #: Bytes written so far, and how far writeback to disk was started.
+        self._written = self._flushed = 0
         try:
             # Unbuffered: fragments arrive in PDU-sized pieces, and a big buffer per file
-            # cost more to allocate than it saved.
-            self._fh = open(path, "wb", buffering=0)  # noqa: SIM115 - kept open across PDUs
+            # cost more to allocate than it saved. A file created ahead of time if one is
+            # ready (spool_files.py says why).
+            fd = spool_files.for_folder(path.parent).take_into(path)
+            target: Any = path if fd is None else fd
+            self._fh = open(target, "wb", buffering=0)  # noqa: SIM115 - kept open across PDUs
             self.write(header)
         except OSError as exc:
             self._fail(exc)
@@ -94,11 +130,17 @@ class SpoolFile:
         if self._fh is None:
             return
         view = memoryview(data)
+        size = len(view)
         try:
             while view:  # a raw write may be short
                 view = view[self._fh.write(view) :]
         except OSError as exc:
             self._fail(exc)
+            return
+        self._written += size
+        if self._written - self._flushed >= WRITEBACK_BYTES:
+            _start_writeback(self._fh.fileno(), self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     def finish(self) -> None:
         """Flush buffered data so the file is complete on disk (not yet fsynced)."""

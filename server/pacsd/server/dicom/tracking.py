@@ -76,6 +76,10 @@ def _socket_bytes(assoc: Association) -> tuple[int, int]:
     return int(getattr(sock, "bytes_in", 0)), int(getattr(sock, "bytes_out", 0))
 
 
+#: Longest a CLOSED event waits for its RELEASED or ABORTED (seconds).
+CLOSE_ORDER_WAIT = 1.0
+
+
 class AssociationTracker:
     """Counts traffic and remembers which associations are alive.
 
@@ -84,8 +88,11 @@ class AssociationTracker:
     abort it. Lifecycle events and message summaries go to ``events`` subscribers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, id_prefix: str = "") -> None:
         self._lock = threading.Lock()
+        #: Prefixed with the worker ("w1.a7") in engine processes other than the first,
+        #: so IDs stay unique across the processes of one server (docs/workers.md).
+        self._id_prefix = id_prefix
         self._ids = itertools.count(1)
         self._live: dict[int, LiveAssociation] = {}
         #: Associations holding one of the max_associations slots (see take_slot).
@@ -96,11 +103,13 @@ class AssociationTracker:
         self._statuses: Counter[tuple[str, str, int]] = Counter()
         self._closed_bytes = [0, 0]
         self._idle = threading.Condition(self._lock)
+        #: CLOSED events held until the release or abort is reported (see _ended).
+        self._held_close: dict[int, threading.Timer] = {}
         #: Lifecycle events and message summaries, for WatchEvents.
         self.events: Broadcaster[AssocEvent] = Broadcaster()
 
     def new_id(self) -> str:
-        return f"a{next(self._ids)}"
+        return f"{self._id_prefix}a{next(self._ids)}"
 
     # -- fed by the listener ----------------------------------------------------------
 
@@ -122,13 +131,30 @@ class AssociationTracker:
             self._publish(EventType.REJECTED, assoc, why)
 
     def released(self, assoc: Association) -> None:
-        self._publish(EventType.RELEASED, assoc)
+        self._ended(EventType.RELEASED, assoc)
 
     def aborted(self, assoc: Association | None = None) -> None:
         with self._lock:
             self.counters.associations_aborted += 1
         if assoc is not None:
-            self._publish(EventType.ABORTED, assoc, getattr(assoc, "pacsd_abort_reason", ""))
+            self._ended(EventType.ABORTED, assoc, getattr(assoc, "pacsd_abort_reason", ""))
+
+    def _ended(self, kind: EventType, assoc: Association, reason: str = "") -> None:
+        """Publish RELEASED or ABORTED, then the CLOSED that may have been held for it.
+
+        The two come from different threads: pynetdicom reports the release or abort on
+        the thread that handled it, the closed connection on the network thread, which
+        may get there first (it wakes as soon as the A-RELEASE-RP or A-ABORT is queued).
+        Watchers are promised the lifecycle in order, so ``closed`` holds CLOSED back
+        until the end is reported, or CLOSE_ORDER_WAIT has passed.
+        """
+        with self._lock:
+            assoc.pacsd_ended = True  # type: ignore[attr-defined]
+            held = self._held_close.pop(id(assoc), None)
+        self._publish(kind, assoc, reason)
+        if held is not None:
+            held.cancel()
+            self._publish(EventType.CLOSED, assoc)
 
     def closed(self, assoc: Association) -> None:
         received, sent = _socket_bytes(assoc)
@@ -139,8 +165,23 @@ class AssociationTracker:
             self._closed_bytes[1] += sent
             # Wakes wait_idle and wait_closed (each re-checks its own condition).
             self._idle.notify_all()
-        if live is not None:
-            self._publish(EventType.CLOSED, assoc)
+        if live is None:
+            return
+        with self._lock:
+            if self.events.active and not getattr(assoc, "pacsd_ended", False):
+                held = threading.Timer(CLOSE_ORDER_WAIT, self._release_close, args=(assoc,))
+                held.daemon = True
+                self._held_close[id(assoc)] = held
+                held.start()
+                return
+        self._publish(EventType.CLOSED, assoc)
+
+    def _release_close(self, assoc: Association) -> None:
+        """CLOSED for a connection whose release or abort was never reported."""
+        with self._lock:
+            if self._held_close.pop(id(assoc), None) is None:
+                return
+        self._publish(EventType.CLOSED, assoc)
 
     def dimse_received(self, assoc: Association | None = None, msg: Any = None) -> None:
         self._dimse(assoc, msg, "received")

@@ -250,15 +250,18 @@ def open_archive(
     settings: Any,
     on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None,
     node: str = "",
+    reconcile: bool = True,
 ) -> Archive:
-    """Open the blob store and index of ``settings`` and reconcile them (startup)."""
+    """Open the blob store and index of ``settings`` and reconcile them (startup; a
+    worker process, started after the first one reconciled, passes False)."""
     from pacsd.server.storage.index.db import open_index_db
 
     blobs = BlobStore(settings.data_dir)
     index = Index(open_index_db(settings.index_url, settings.data_dir))
     archive = Archive(blobs, index, on_stored, node)
     try:
-        archive.reconcile()
+        if reconcile:
+            archive.reconcile()
     except Exception:
         archive.close()
         index.db.close()

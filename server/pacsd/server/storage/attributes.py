@@ -7,10 +7,12 @@ keeping just the tags listed here, so indexing a 1 GB instance reads kilobytes.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pacsd.server.storage import fast_header
 from pacsd.server.storage.uids import require_uid
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -68,6 +70,7 @@ INSTANCE_KEYS = (
 )
 ALL_KEYS = ("SpecificCharacterSet", *PATIENT_KEYS, *STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS)
 _TAGS = [Tag(k) for k in ALL_KEYS]
+_WANTED = fast_header.wanted(ALL_KEYS)
 
 _PATIENT_COLUMNS = {"PatientID", "PatientName", "PatientBirthDate", "PatientSex"}
 _STUDY_COLUMNS = {
@@ -88,6 +91,9 @@ _SERIES_COLUMNS = {
     "BodyPartExamined",
 }
 _INSTANCE_COLUMNS = {"SOPInstanceUID", "SOPClassUID", "InstanceNumber"}
+_COLUMN_KEYS = tuple(
+    sorted(_PATIENT_COLUMNS | _STUDY_COLUMNS | _SERIES_COLUMNS | _INSTANCE_COLUMNS)
+)
 
 
 class UnreadableInstance(ValueError):
@@ -187,8 +193,79 @@ def record_from_dataset(ds: Dataset, transfer_syntax: str) -> InstanceRecord:
     )
 
 
-def read_instance(path: Path) -> InstanceRecord:
-    """Parse only the indexed tags of a Part 10 file (never Pixel Data)."""
+def _fast_record(path: Path) -> InstanceRecord | None:
+    """The record from the raw header (``fast_header``), or None when pydicom must read
+    the file. Raises UnreadableInstance for missing or invalid UIDs, as pydicom's path."""
+    try:
+        syntax, raw = fast_header.read(path, _WANTED)
+        texts = {k: fast_header.text(*raw[k]) for k in _COLUMN_KEYS if k in raw}
+
+        def extras(keys: tuple[str, ...], columns: set[str]) -> dict[str, Any]:
+            return {
+                f"{int(Tag(k)):08X}": fast_header.json_value(int(Tag(k)), *raw[k])
+                for k in keys
+                if k not in columns and k in raw
+            }
+
+        attrs = (
+            extras(PATIENT_KEYS, _PATIENT_COLUMNS),
+            extras(STUDY_KEYS, _STUDY_COLUMNS),
+            extras(SERIES_KEYS, _SERIES_COLUMNS),
+            extras(INSTANCE_KEYS, _INSTANCE_COLUMNS),
+        )
+    except (fast_header.NotFast, OSError, ValueError, struct.error):
+        return None
+    except Exception:  # pydicom refused one extra element: let it judge the whole file
+        return None
+    try:
+        study_uid = require_uid(texts.get("StudyInstanceUID", ""), "Study Instance UID")
+        series_uid = require_uid(texts.get("SeriesInstanceUID", ""), "Series Instance UID")
+        sop_uid = require_uid(texts.get("SOPInstanceUID", ""), "SOP Instance UID")
+        sop_class = require_uid(texts.get("SOPClassUID", ""), "SOP Class UID")
+    except ValueError:
+        return None  # pydicom's path says why, in its words
+    t = texts.get
+    return InstanceRecord(
+        patient_id=t("PatientID", ""),
+        patient_name=t("PatientName", ""),
+        birth_date=t("PatientBirthDate", ""),
+        sex=t("PatientSex", ""),
+        study_uid=study_uid,
+        study_date=t("StudyDate", ""),
+        study_time=t("StudyTime", ""),
+        accession_number=t("AccessionNumber", ""),
+        study_id=t("StudyID", ""),
+        study_description=t("StudyDescription", ""),
+        referring_physician=t("ReferringPhysicianName", ""),
+        series_uid=series_uid,
+        modality=t("Modality", ""),
+        series_number=t("SeriesNumber", ""),
+        series_description=t("SeriesDescription", ""),
+        series_date=t("SeriesDate", ""),
+        body_part=t("BodyPartExamined", ""),
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class,
+        instance_number=t("InstanceNumber", ""),
+        transfer_syntax=syntax,
+        patient_attrs=attrs[0],
+        study_attrs=attrs[1],
+        series_attrs=attrs[2],
+        instance_attrs=attrs[3],
+    )
+
+
+def read_instance(path: Path, fast: bool = True) -> InstanceRecord:
+    """Parse only the indexed tags of a Part 10 file (never Pixel Data).
+
+    Plain files are read from their raw header (``fast_header``); the others, and
+    ``fast=False``, with pydicom.
+    """
+    if fast:
+        record = _fast_record(path)
+        if record is not None:
+            record.path = str(path)
+            record.size = path.stat().st_size
+            return record
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
     except Exception as exc:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -71,7 +71,7 @@ from pacsd.addin.storage import QueryModel
 from pacsd.server.storage import attributes
 from pacsd.server.storage.index.repository import Index, StoredInstance
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
@@ -566,6 +566,8 @@ class _Plan:
     requested: list[DataElement]
     counts: list[str]
     modalities: bool
+    #: How each match is answered, worked out by the first row (it needs its columns).
+    answers: _Answers | None = None
 
 
 def _plan(model: QueryModel, identifier: Dataset | None, dialect: str) -> _Plan:
@@ -677,6 +679,17 @@ def _element(tag: BaseTag, vr: str, value: Any) -> DataElement:
 
 
 def _response(plan: _Plan, row: _Row) -> Dataset:
+    """The response identifier for one row (see ``_Answers``)."""
+    answers = plan.answers
+    if answers is None:
+        answers = plan.answers = _Answers(plan, row.pos)
+    fast = answers.build(row)
+    return fast if fast is not None else _dataset_response(plan, row)
+
+
+def _dataset_response(plan: _Plan, row: _Row) -> Dataset:
+    """The response built element by element through pydicom: the reference the fast
+    path must match byte for byte, and what answers rows it does not handle."""
     rank = _RANK[plan.level]
     rsp = Dataset()
     rsp.QueryRetrieveLevel = plan.level
@@ -691,6 +704,186 @@ def _response(plan: _Plan, row: _Row) -> Dataset:
     if not _is_ascii(rsp):
         rsp.SpecificCharacterSet = "ISO_IR 192"
     return rsp
+
+
+#: VRs whose value ``_raw_text`` writes (each an ASCII string; PS3.5 6.2), and the
+#: byte that pads an odd length.
+_RAW_VRS: dict[str, bytes] = {
+    vr: b"\0" if vr == "UI" else b" "
+    for vr in ("AE", "CS", "DA", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI")
+}
+#: VRs an empty element may be written as without pydicom (no sequences, no binary VRs
+#: whose header pydicom may rewrite).
+_EMPTY_VRS = frozenset(_RAW_VRS) | {
+    "AS",
+    "DS",
+    "UC",
+    "UR",
+    "UT",
+    "US",
+    "SS",
+    "UL",
+    "SL",
+    "FL",
+    "FD",
+}
+
+
+_new_tuple = tuple.__new__
+
+
+def _raw(tag: BaseTag, vr: str, data: bytes) -> RawDataElement:
+    """An element holding its encoded value: pydicom decodes it when (if) it is read,
+    and ``dimse_encode`` writes the bytes as they are."""
+    # tuple.__new__: the named tuple's own __new__ is a third of the cost.
+    return _new_tuple(RawDataElement, (tag, vr, len(data), data, 0, True, True, True, False))
+
+
+def _raw_text(tag: BaseTag, vr: str, text: str) -> RawDataElement | None:
+    """``text`` as the bytes pydicom writes for ``DataElement(tag, vr, text)``, or None
+    where its conversions could change them (non-ASCII or control characters, several
+    values, surrounding spaces, name groups, IS not in canonical form)."""
+    if not text:
+        return _raw(tag, vr, b"")
+    if not (text.isascii() and text.isprintable()) or "\\" in text or text != text.strip():
+        return None
+    if (vr == "PN" and "=" in text) or (
+        vr == "IS" and not (text.isdigit() and str(int(text)) == text)
+    ):
+        return None
+    data = text.encode("ascii")
+    return _raw(tag, vr, data + _RAW_VRS[vr] if len(data) % 2 else data)
+
+
+class _Answers:
+    """How to answer each requested key of a plan, worked out once per query.
+
+    Building every match as pydicom ``DataElement``s (each value converted and
+    validated) cost more than everything else a C-FIND does per match. Column values,
+    counts, ModalitiesInStudy, InstanceAvailability and empty keys become raw elements
+    (the encoded value); pydicom still decodes them on access, so the result is a
+    complete ``Dataset`` for an add-in, and ``dimse_encode`` writes them as they are.
+    Keys from ``attrs`` and sequences keep the ``DataElement`` path; a row with a value
+    ``_raw_text`` declines is built by ``_dataset_response``. The bytes sent are the
+    same either way (``tests/unit/test_query_answers.py``).
+    """
+
+    __slots__ = ("level", "plan", "rank", "steps")
+
+    def __init__(self, plan: _Plan, pos: dict[str, int]) -> None:
+        self.plan = plan
+        self.rank = rank = _RANK[plan.level]
+        self.level = _raw(_QRL, "CS", _pad(plan.level.encode("ascii"), b" "))
+        #: (tag, vr, what, arg): what is "column" (arg: position), "count" (position),
+        #: "modalities", "const" (arg: the element) or "other" (arg: requested element).
+        self.steps: list[tuple[BaseTag, str, str, Any]] = []
+        seen: set[BaseTag] = set()
+        for elem in plan.requested:
+            tag, vr = elem.tag, elem.VR
+            keyword = _keyword(elem)
+            seen.add(tag)
+            key = COLUMN_KEYS.get(keyword)
+            if vr == "SQ":
+                self._other(elem)
+            elif keyword in COUNT_KEYS and keyword in pos:
+                self.steps.append((tag, "IS", "count", pos[keyword]))
+            elif keyword == _MODALITIES and rank >= _RANK["STUDY"]:
+                self.steps.append((tag, "CS", "modalities", None))
+            elif keyword == _AVAILABILITY:
+                self.steps.append((tag, "CS", "const", _raw(tag, "CS", b"ONLINE")))
+            elif key is not None and _RANK[key.level] <= rank:
+                assert key.column is not None
+                column_vr = dictionary_VR(tag)
+                if column_vr not in _RAW_VRS:
+                    self._other(elem)
+                else:
+                    self.steps.append((tag, column_vr, "column", pos[key.column]))
+            elif keyword in ATTRS_KEYS and _RANK[ATTRS_KEYS[keyword].level] <= rank:
+                self._other(elem)
+            elif vr in _EMPTY_VRS:
+                self.steps.append((tag, vr, "const", _raw(tag, vr, b"")))
+            else:
+                self._other(elem)
+        for lv in plan.path:
+            keyword = UNIQUE_KEY[lv]
+            tag = Tag(keyword)
+            if tag not in seen:
+                column = COLUMN_KEYS[keyword].column
+                assert column is not None
+                self.steps.append((tag, dictionary_VR(keyword), "unique", pos[column]))
+
+    def _other(self, elem: DataElement) -> None:
+        self.steps.append((elem.tag, elem.VR, "other", elem))
+
+    def build(self, row: _Row) -> Dataset | None:
+        """The row's response, or None when ``_dataset_response`` must build it."""
+        values = row.values
+        elements: dict[BaseTag, Any] = {_QRL: self.level}
+        others: list[DataElement] = []
+        for tag, vr, what, arg in self.steps:
+            if what == "column":
+                raw = _raw_text(tag, vr, str(values[arg] or ""))
+            elif what == "unique":
+                raw = _raw_text(tag, vr, str(values[arg]))
+            elif what == "const":
+                raw = arg
+            elif what == "count":
+                raw = _raw_text(tag, vr, str(int(values[arg])))
+            elif what == "modalities":
+                raw = _raw_modalities(tag, row.modalities)
+            else:
+                elements[tag] = answer = _answer(arg, row, self.rank)
+                others.append(answer)
+                continue
+            if raw is None:
+                return None
+            elements[tag] = raw
+        if others and not _is_ascii(others):
+            elements[_CHARSET] = DataElement(_CHARSET, "CS", "ISO_IR 192")
+        return _new_dataset(elements)
+
+
+def _dataset_maker() -> Callable[[dict[BaseTag, Any]], Dataset]:
+    """``Dataset(elements)`` without running ``Dataset.__init__`` (a dozen attribute
+    assignments through pydicom's ``__setattr__``, more than the rest of a match):
+    a fresh instance gets the state a new ``Dataset`` has, with its own containers.
+    Used only when that state is exactly what ``__init__`` makes (checked once), so
+    another pydicom version falls back to the constructor."""
+    try:
+        proto = vars(Dataset())
+        containers = [k for k, v in proto.items() if isinstance(v, dict | list) and k != "_dict"]
+
+        def make(elements: dict[BaseTag, Any]) -> Dataset:
+            ds = Dataset.__new__(Dataset)
+            state = ds.__dict__
+            state.update(proto)
+            for name in containers:
+                state[name] = proto[name].copy()
+            state["_dict"] = elements
+            return ds
+
+        probe = make({})
+        fresh = Dataset()
+        same = vars(probe) == vars(fresh) and all(
+            vars(probe)[k] is not proto[k] for k in containers
+        )
+    except Exception:  # pragma: no cover - a pydicom whose Dataset has no __dict__
+        same = False
+    return make if same else Dataset
+
+
+_new_dataset = _dataset_maker()
+
+
+def _pad(data: bytes, pad: bytes) -> bytes:
+    return data + pad if len(data) % 2 else data
+
+
+def _raw_modalities(tag: BaseTag, modalities: list[str]) -> RawDataElement | None:
+    for modality in modalities:
+        if _raw_text(tag, "CS", modality) is None:
+            return None
+    return _raw(tag, "CS", _pad("\\".join(modalities).encode("ascii"), b" "))
 
 
 def _answer(elem: DataElement, row: _Row, rank: int) -> DataElement:
@@ -719,8 +912,8 @@ def _answer(elem: DataElement, row: _Row, rank: int) -> DataElement:
     return DataElement(tag, vr, None)
 
 
-def _is_ascii(ds: Dataset) -> bool:
-    for elem in ds:
+def _is_ascii(elements: Iterable[DataElement]) -> bool:
+    for elem in elements:
         if elem.VR not in _TEXT_VRS or elem.value is None:
             continue
         values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
@@ -741,6 +934,10 @@ def find(
 
     The identifier is validated and compiled now, so ``QueryError`` is raised by this
     call rather than by the first ``next()``; rows are then read lazily in batches.
+
+    Each match is a complete pydicom ``Dataset`` that an add-in may read and change.
+    Most of its elements are held encoded (``RawDataElement``, as ``dcmread`` leaves
+    them) and decoded by pydicom when first read; unread, they are sent as they are.
     """
     plan = _plan(model, identifier, index.dialect)
     return _run(index, plan, limit, cancelled)

@@ -1,0 +1,198 @@
+"""Blocking waits for an acceptor association's two threads, instead of 1 ms polling.
+
+pynetdicom runs two loops per association that sleep 1 ms whenever they find nothing
+to do: the upper layer (DUL) thread polls the socket and the queue of PDUs to send,
+and the association thread polls the queue of received DIMSE messages. Every C-STORE
+waits on both (the request reaches the association thread up to 1 ms late, the answer
+leaves up to 1 ms late), and an idle association wakes 2,000 times a second.
+
+Here each loop blocks until there is something for it:
+
+- the DUL thread polls (``poll(2)``) the socket and a :class:`Wakeup` descriptor that
+  :meth:`GuardedDUL.send_pdu <pacsd.server.dicom.pdu_guard.GuardedDUL.send_pdu>` writes
+  after queueing a primitive to send;
+- the association thread waits on a :class:`threading.Event` that the queues it reads
+  (:class:`WakingQueue`: received DIMSE messages, A-RELEASE/A-ABORT primitives) set when
+  something is put, and that the DUL thread sets when it ends.
+
+Both waits are bounded (:data:`MAX_WAIT`) so that what pynetdicom signals by setting a
+flag without any queue (a kill, the ARTIM and idle timers) is still seen promptly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import ssl
+import threading
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.association import LOGGER, Association
+
+#: Longest a loop blocks without looking at pynetdicom's flags and timers (seconds).
+MAX_WAIT = 0.05
+
+
+class Wakeup:
+    """A descriptor another thread makes readable to wake a ``poll`` (eventfd on Linux).
+
+    Closing and waking are serialised: a write after close must not reach whatever file
+    the descriptor number was reused for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        if hasattr(os, "eventfd"):
+            self.fd = self._write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            self.fd, self._write_fd = os.pipe()
+            os.set_blocking(self.fd, False)
+            os.set_blocking(self._write_fd, False)
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._write_fd >= 0:
+                with contextlib.suppress(BlockingIOError):  # already pending: enough
+                    os.write(self._write_fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    def clear(self) -> None:
+        """Consume pending wake-ups (only on the waiting thread)."""
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 64)
+
+    def close(self) -> None:
+        with self._lock:
+            fds = {self.fd, self._write_fd} - {-1}
+            self.fd = self._write_fd = -1
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # An association whose DUL thread never ran still gives its descriptor back.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class SocketWaiter:
+    """Blocks the DUL thread until its socket is readable, it is woken, or a timeout.
+
+    The socket's descriptor is registered once and unregistered as soon as the socket is
+    seen closed, so a reused descriptor number never wakes this loop.
+    """
+
+    def __init__(self, wakeup: Wakeup) -> None:
+        self.wakeup = wakeup
+        self._poll = select.poll()
+        self._poll.register(wakeup.fd, select.POLLIN)
+        self._sock_fd = -1
+
+    def wait(self, raw: Any, timeout: float) -> None:
+        fd = -1
+        if raw is not None:
+            if isinstance(raw, ssl.SSLSocket) and raw.pending():
+                return  # decrypted bytes already buffered: poll(2) cannot see them
+            with contextlib.suppress(OSError, ValueError):
+                fd = raw.fileno()
+        if fd != self._sock_fd:
+            if self._sock_fd >= 0:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(self._sock_fd)
+            if fd >= 0:
+                self._poll.register(fd, select.POLLIN | select.POLLPRI)
+            self._sock_fd = fd
+        try:
+            events = self._poll.poll(max(0, int(timeout * 1000)))
+        except InterruptedError:  # pragma: no cover - retried by Python since 3.5
+            return
+        for ready_fd, _ in events:
+            if ready_fd == self.wakeup.fd:
+                self.wakeup.clear()
+
+
+class WakingQueue(queue.Queue[Any]):
+    """A queue that sets ``wake`` whenever something is put in it."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake.set()
+
+
+def install(assoc: Association) -> threading.Event:
+    """Make an acceptor association's thread wait for work instead of polling.
+
+    Called before its threads start, while the queues are empty. Returns the event the
+    DUL thread must set when it ends.
+    """
+    wake = threading.Event()
+    assoc.dimse.msg_queue = WakingQueue(wake)
+    assoc.dul.to_user_queue = WakingQueue(wake)
+    assoc.pacsd_wake = wake  # type: ignore[attr-defined]
+    assoc.__class__ = PacsdAssociation
+    return wake
+
+
+class PacsdAssociation(Association):
+    """pynetdicom's acceptor association with an event-driven reactor loop."""
+
+    pacsd_wake: threading.Event
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's ``_run_reactor`` (3.0.4), waiting on ``pacsd_wake`` instead of
+        sleeping 1 ms per turn; a turn that handled a message loops at once."""
+        self._is_paused = False
+        wake = self.pacsd_wake
+        busy = False
+        while not self._kill:
+            if not busy:
+                wake.wait(MAX_WAIT)
+                wake.clear()  # then look at everything: a later put sets it again
+            busy = False
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                busy = True
+                self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                LOGGER.info("Association Aborted")
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                LOGGER.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()

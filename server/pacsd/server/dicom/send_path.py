@@ -1,0 +1,218 @@
+"""pacsd's own send path for DIMSE messages: encode, report, write.
+
+pynetdicom's ``send_msg`` turns a primitive into a message whose command set is a
+pydicom ``Dataset``, encodes it, splits it into P-DATA primitives and queues each for
+the upper layer (DUL) thread, which converts it into a PDU object, encodes that and
+writes it. For a C-FIND with hundreds of matches that was most of the time.
+``send_message`` encodes the responses ``dimse_encode`` handles itself (same bytes),
+leaves every other message to pynetdicom's encoding, and, on a plain socket, writes
+the PDUs on the association's own thread, so that all P-DATA leave from one thread,
+in order (on TLS the upper layer's thread still writes them).
+
+Observers still get ``EVT_DIMSE_SENT`` with a pynetdicom message object (class
+``C_FIND_RSP`` and so on, its ``data_set`` holding the identifier); for the responses
+encoded here its ``command_set`` is a ``SentCommandSet``: ``get`` answers the fields
+the tracker reads from the values just encoded, anything else decodes the bytes once.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from io import BytesIO
+from typing import Any
+
+from pacsd.server.dicom.dimse_encode import (
+    EncodedCommand,
+    encode_command_set,
+    pdata_pdus,
+    pdv_values,
+)
+from pydicom.dataset import Dataset
+from pynetdicom import dimse_messages, evt
+from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
+from pynetdicom.dsutils import decode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+#: States in which the upper layer would send a P-DATA-TF right away (PS3.8 table
+#: 9-10: Sta6 data transfer, Sta8 awaiting our A-RELEASE response). In any other state
+#: the primitive goes to pynetdicom's queue, whose state machine decides.
+_SENDING_STATES = frozenset({"Sta6", "Sta8"})
+
+#: Below this maximum PDU length (the peer's), pynetdicom's send_msg does it all.
+_MIN_PDU = 256
+
+#: Fields a ``SentCommandSet`` answers from the encoded values (same type as pydicom's
+#: ``Dataset.get``: int or UID); the others (ErrorComment, OffendingElement) decode.
+_PLAIN_FIELDS = frozenset(
+    {
+        "CommandGroupLength",
+        "AffectedSOPClassUID",
+        "CommandField",
+        "MessageIDBeingRespondedTo",
+        "CommandDataSetType",
+        "Status",
+        "AffectedSOPInstanceUID",
+        "NumberOfRemainingSuboperations",
+        "NumberOfCompletedSuboperations",
+        "NumberOfFailedSuboperations",
+        "NumberOfWarningSuboperations",
+    }
+)
+
+#: Every field a response of each type may carry (pynetdicom's table).
+_KEYWORDS: dict[str, frozenset[str]] = {
+    name.replace("-", "_"): frozenset(keywords)
+    for name, keywords in dimse_messages._COMMAND_SET_KEYWORDS.items()
+}
+
+
+class SentCommandSet:
+    """A sent message's command set, read like the pydicom ``Dataset`` pynetdicom builds.
+
+    The tracker reads a few fields of every message sent; hooks that watch messages
+    may read anything. Building the ``Dataset`` for each response cost more than
+    encoding it, so it is only decoded (from the bytes sent, once) when asked for
+    something else than a plain field.
+    """
+
+    __slots__ = ("_dataset", "_encoded", "_fields", "_keywords")
+
+    def __init__(self, encoded: EncodedCommand) -> None:
+        self._encoded = encoded.data
+        self._fields = encoded.fields
+        self._keywords = _KEYWORDS[encoded.message_type]
+        self._dataset: Dataset | None = None
+
+    def _decoded(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = decode(BytesIO(self._encoded), True, True)
+        return self._dataset
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if isinstance(key, str):
+            if key in _PLAIN_FIELDS and key in self._fields:
+                return self._fields[key]
+            if key not in self._keywords or key not in self._fields:
+                return default  # not in this command set
+        return self._decoded().get(key, default)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not slots: dataset keywords and methods.
+        if name in _PLAIN_FIELDS:
+            fields = object.__getattribute__(self, "_fields")
+            if name in fields:
+                return fields[name]
+        return getattr(self._decoded(), name)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._decoded()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+def sent_message(encoded: EncodedCommand, context_id: int, identifier: BytesIO | None) -> Any:
+    """The pynetdicom message object ``EVT_DIMSE_SENT`` handlers expect, built without
+    its ``__init__`` (which makes a ``Dataset`` of empty fields)."""
+    cls = getattr(dimse_messages, encoded.message_type)
+    msg = cls.__new__(cls)
+    msg.context_id = context_id
+    msg.encoded_command_set = BytesIO(encoded.data)
+    # pynetdicom: the Identifier (possibly None) for messages that may carry one, an
+    # empty buffer for those that never do.
+    has_dataset = encoded.message_type in dimse_messages._DATASET_KEYWORDS
+    msg.data_set = identifier if has_dataset else BytesIO()
+    msg.command_set = SentCommandSet(encoded)
+    msg._data_set_path = None
+    msg._data_set_file = None
+    return msg
+
+
+def send_message(provider: DIMSEServiceProvider, primitive: Any, context_id: int) -> bool:
+    """Send a message; False (nothing done) when pynetdicom's ``send_msg`` must.
+
+    Responses ``dimse_encode`` handles are encoded here. On a plain socket they, and
+    every other message (built and fragmented by pynetdicom as before), are written
+    here, on the association thread, so that all P-DATA leave from one thread, in
+    order. On TLS the upper layer's thread keeps writing everything (an ``SSLSocket``
+    must not be written by one thread while another reads it): the encoded values
+    are queued to it as pynetdicom would queue them.
+    """
+    max_pdu = int(provider.maximum_pdu_size or 0)
+    if 0 < max_pdu < _MIN_PDU:
+        return False
+    dul = provider.dul
+    sock = dul.socket
+    if sock is None or dul.state_machine.current_state not in _SENDING_STATES:
+        return False
+    direct = not isinstance(sock.socket, ssl.SSLSocket)
+    encoded = encode_command_set(primitive)
+    if encoded is None:
+        if not direct:
+            return False
+        _send_as_pynetdicom(provider, primitive, context_id, max_pdu)
+        return True
+    has_dataset = encoded.fields["CommandDataSetType"] != 0x0101
+    identifier = getattr(primitive, "Identifier", None) if has_dataset else None
+    dataset = identifier.getvalue() if identifier is not None else None
+    assoc = provider.assoc
+    message = sent_message(encoded, context_id, identifier)
+    evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+    if not direct:
+        for value in pdv_values(encoded.data, dataset, max_pdu):
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, value))
+            dul.send_pdu(pdata)
+        return True
+    payload = pdata_pdus(context_id, encoded.data, dataset, max_pdu)
+    # The upper layer's thread only sends the association's own PDUs (A-ASSOCIATE-AC,
+    # A-RELEASE-RP, A-ABORT). A failed write queues Evt17, as it does on that thread.
+    sock.send(payload)
+    if assoc.get_handlers(evt.EVT_PDU_SENT):
+        _report_pdus(assoc, payload)
+    return True
+
+
+def _send_as_pynetdicom(
+    provider: DIMSEServiceProvider, primitive: Any, context_id: int, max_pdu: int
+) -> None:
+    """pynetdicom's ``send_msg`` (3.0.4), writing each PDU instead of queueing it."""
+    if primitive.MessageIDBeingRespondedTo is None:
+        msg = _RQ_TO_MESSAGE[type(primitive)]()
+    else:
+        msg = _RSP_TO_MESSAGE[type(primitive)]()
+    msg.primitive_to_message(primitive)
+    msg.context_id = context_id
+    assoc = provider.assoc
+    evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": msg})
+    sock = provider.dul.socket
+    report = bool(assoc.get_handlers(evt.EVT_PDU_SENT))
+    for pdata in msg.encode_msg(context_id, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(pdata)
+        sock.send(pdu.encode())  # type: ignore[union-attr]
+        if report:
+            evt.trigger(assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+
+
+def _report_pdus(assoc: Any, payload: bytes) -> None:
+    """``EVT_PDU_SENT`` for each PDU written (only when someone listens: pynetdicom's
+    debug logging)."""
+    offset = 0
+    while offset < len(payload):
+        length = int.from_bytes(payload[offset + 2 : offset + 6], "big")
+        pdu = P_DATA_TF()
+        pdu.decode(payload[offset : offset + 6 + length])
+        evt.trigger(assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+        offset += 6 + length
