@@ -136,12 +136,7 @@ class AddinRecord:
             elapsed = time.perf_counter() - started
             with self._lock:
                 self._inflight -= 1
-                s = self.stats
-                s.calls += 1
-                s.failures += failed
-                s.total_latency += elapsed
-                s.max_latency = max(s.max_latency, elapsed)
-                s.buckets[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                self._record(elapsed, failed)
                 if not self._inflight:
                     self._lock.notify_all()
 
@@ -222,12 +217,16 @@ class AddinRecord:
 
     def _count(self, elapsed: float, failed: bool) -> None:
         with self._lock:
-            s = self.stats
-            s.calls += 1
-            s.failures += failed
-            s.total_latency += elapsed
-            s.max_latency = max(s.max_latency, elapsed)
-            s.buckets[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+            self._record(elapsed, failed)
+
+    def _record(self, elapsed: float, failed: bool) -> None:
+        """One call in the statistics (the caller holds ``_lock``)."""
+        s = self.stats
+        s.calls += 1
+        s.failures += failed
+        s.total_latency += elapsed
+        s.max_latency = max(s.max_latency, elapsed)
+        s.buckets[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1
 
     def count_failure(self) -> None:
         """A call that returned normally but whose answer was a failure (bad return value)."""

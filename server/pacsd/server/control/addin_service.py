@@ -20,6 +20,7 @@ from pacsd.server.addins.registry import AddinLoadError
 from pacsd.server.addins.routing import RouteConflictError
 from pacsd.server.control.errors import ControlError, rpc
 from pacsd.server.control.paging import page
+from pacsd.server.control.structs import to_struct
 
 if TYPE_CHECKING:
     from pacsd.server.runtime import Runtime
@@ -60,12 +61,6 @@ def addin_message(record: AddinRecord) -> addins_pb2.Addin:
             sop_class_uid=route.sop_class,
             transfer_syntaxes=list(route.spec.transfer_syntaxes),
         )
-    return msg
-
-
-def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
-    msg = struct_pb2.Struct()
-    msg.update(data)
     return msg
 
 
@@ -209,7 +204,7 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
     ) -> addins_pb2.GetAddinSettingsResponse:
         _need_name(request.name)
         settings = _mapped(lambda: self._m.get_settings(request.name))
-        return addins_pb2.GetAddinSettingsResponse(settings=_struct(settings))
+        return addins_pb2.GetAddinSettingsResponse(settings=to_struct(settings))
 
     @rpc
     def UpdateAddinSettings(
@@ -218,7 +213,7 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
         _need_name(request.name)
         changes = _from_struct(request.settings)
         settings, changed = _mapped(lambda: self._m.update_settings(request.name, changes))
-        return addins_pb2.UpdateAddinSettingsResponse(settings=_struct(settings), changed=changed)
+        return addins_pb2.UpdateAddinSettingsResponse(settings=to_struct(settings), changed=changed)
 
     @rpc
     def InvokeCommand(
@@ -235,7 +230,7 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
         args = _from_struct(request.args)
         result = _mapped(lambda: self._m.invoke(request.name, request.command, args))
         try:
-            return addins_pb2.InvokeCommandResponse(result=_struct(result))
+            return addins_pb2.InvokeCommandResponse(result=to_struct(result))
         except (ValueError, TypeError) as exc:
             raise ControlError(
                 grpc.StatusCode.INTERNAL,

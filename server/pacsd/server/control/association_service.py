@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_TYPES = {
+#: Event types as the wire numbers them (workers/relay.py reads them back).
+EVENT_TYPE_NUMBERS = {
     EventType.ACCEPTED: associations_pb2.ASSOCIATION_EVENT_TYPE_ACCEPTED,
     EventType.REJECTED: associations_pb2.ASSOCIATION_EVENT_TYPE_REJECTED,
     EventType.RELEASED: associations_pb2.ASSOCIATION_EVENT_TYPE_RELEASED,
@@ -78,7 +79,7 @@ def event_message(event: AssocEvent) -> associations_pb2.WatchEventsResponse:
     stamp.FromNanoseconds(int(event.time * 1_000_000_000))
     msg = associations_pb2.AssociationEvent(
         time=stamp,
-        type=_TYPES[event.type],
+        type=EVENT_TYPE_NUMBERS[event.type],
         association_id=event.assoc_id,
         calling_ae=event.calling_ae,
         called_ae=event.called_ae,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from pacsd.admin.v1 import errors_pb2, server_pb2, server_pb2_grpc
 from pacsd.server import live_settings
 from pacsd.server.control.errors import ControlError, rpc
+from pacsd.server.control.structs import to_struct
 from pacsd.server.dicom.listener import BindError, ListenerState, ListenerStoppedError
 from pacsd.server.workers.supervisor import WorkerState
 
@@ -195,7 +196,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         self, request: server_pb2.GetSettingsRequest, context: grpc.ServicerContext
     ) -> server_pb2.GetSettingsResponse:
         return server_pb2.GetSettingsResponse(
-            settings=_struct(live_settings.public_view(self._rt)),
+            settings=to_struct(live_settings.public_view(self._rt)),
             runtime_settings=sorted(live_settings.RUNTIME),
         )
 
@@ -233,7 +234,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
                 {"fields": ",".join(exc.names)},
             ) from exc
         return server_pb2.UpdateSettingsResponse(
-            settings=_struct(update.settings),
+            settings=to_struct(update.settings),
             changed_fields=list(update.changed),
             changed=bool(update.changed),
         )
@@ -259,9 +260,3 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             raise ControlError(
                 grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.SERVER_STOPPED, str(exc)
             ) from exc
-
-
-def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(values)
-    return message

@@ -257,8 +257,8 @@ def _encode_command(
 # -- identifiers --------------------------------------------------------------------------
 
 
-def _string_value(value: Any, encodings: Sequence[str]) -> bytes | None:
-    """AE AS CS DA DT TM UR: pydicom's ``write_string`` (default character set)."""
+def _ascii_value(value: Any, pad: bytes) -> bytes | None:
+    """A string or strings in the default character set, padded to even length."""
     if isinstance(value, str):
         text = value
     elif isinstance(value, MultiValue | list | tuple):
@@ -268,20 +268,16 @@ def _string_value(value: Any, encodings: Sequence[str]) -> bytes | None:
     else:
         return None
     data = text.encode(default_encoding)
-    return data + b" " if len(data) % 2 else data
+    return data + pad if len(data) % 2 else data
+
+
+def _string_value(value: Any, encodings: Sequence[str]) -> bytes | None:
+    """AE AS CS DA DT TM UR: pydicom's ``write_string`` (default character set)."""
+    return _ascii_value(value, b" ")
 
 
 def _ui_value(value: Any, encodings: Sequence[str]) -> bytes | None:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, MultiValue | list | tuple):
-        if not all(isinstance(v, str) for v in value):
-            return None
-        text = "\\".join(value)
-    else:
-        return None
-    data = text.encode(default_encoding)
-    return data + b"\0" if len(data) % 2 else data
+    return _ascii_value(value, b"\0")
 
 
 def _text_value(value: Any, encodings: Sequence[str]) -> bytes | None:

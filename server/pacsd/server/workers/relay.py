@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from pacsd.admin.v1 import associations_pb2, associations_pb2_grpc, logs_pb2, logs_pb2_grpc
-from pacsd.server.dicom.events import AssocEvent, EventType, MessageSummary
+from pacsd.server.control.association_service import EVENT_TYPE_NUMBERS
+from pacsd.server.dicom.events import AssocEvent, MessageSummary
 from pacsd.server.logbus import tag
 
 if TYPE_CHECKING:
@@ -27,15 +28,8 @@ log = logging.getLogger("pacsd.core.workers")
 #: Seconds between checks for watchers of association events.
 _WATCH_POLL = 0.25
 
-_EVENT_TYPES = {
-    associations_pb2.ASSOCIATION_EVENT_TYPE_ACCEPTED: EventType.ACCEPTED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_REJECTED: EventType.REJECTED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_RELEASED: EventType.RELEASED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_ABORTED: EventType.ABORTED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_CLOSED: EventType.CLOSED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_MESSAGE_RECEIVED: EventType.MESSAGE_RECEIVED,
-    associations_pb2.ASSOCIATION_EVENT_TYPE_MESSAGE_SENT: EventType.MESSAGE_SENT,
-}
+#: The reverse of what the association service sends (control/association_service.py).
+_EVENT_TYPES = {number: kind for kind, number in EVENT_TYPE_NUMBERS.items()}
 
 #: LogRecord attributes a relayed record's extras may not overwrite.
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

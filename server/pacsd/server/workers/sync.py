@@ -10,10 +10,9 @@ listener. The supervisor holds its lock meanwhile, so no change slips in between
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf import struct_pb2
 from pacsd.admin.v1 import (
     addins_pb2,
     addins_pb2_grpc,
@@ -24,6 +23,7 @@ from pacsd.admin.v1 import (
 )
 from pacsd.server import logsetup
 from pacsd.server.addins.record import AddinState
+from pacsd.server.control.structs import to_struct
 from pacsd.server.dicom.listener import ListenerState
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _addins(runtime: Runtime, stub: addins_pb2_grpc.AddinServiceStub) -> None:
         if not their_loaded:
             path = record.source.path
             stub.LoadAddin(addins_pb2.LoadAddinRequest(name=str(path) if path else name))
-        settings = _struct(manager.get_settings(name))
+        settings = to_struct(manager.get_settings(name))
         stub.UpdateAddinSettings(
             addins_pb2.UpdateAddinSettingsRequest(name=name, settings=settings)
         )
@@ -93,9 +93,3 @@ def _listener(runtime: Runtime, stub: server_pb2_grpc.ServerServiceStub) -> None
         stub.PauseServer(server_pb2.PauseServerRequest())
     elif state is ListenerState.STOPPED:
         stub.StopServer(server_pb2.StopServerRequest())
-
-
-def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
-    msg = struct_pb2.Struct()
-    msg.update(data)
-    return msg
