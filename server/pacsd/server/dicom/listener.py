@@ -120,6 +120,11 @@ class DicomListener:
         return ae
 
     @property
+    def kind(self) -> str:
+        """The listener named for log lines and errors: DICOM or DICOM TLS."""
+        return "DICOM TLS" if self.tls_context else "DICOM"
+
+    @property
     def state(self) -> ListenerState:
         with self._lock:
             if self._server is None:
@@ -169,8 +174,7 @@ class DicomListener:
                     request_handler=PacsdRequestHandler,
                 )
             except OSError as exc:
-                kind = "DICOM TLS" if self.tls_context else "DICOM"
-                raise BindError(self.host, self.port, exc, kind) from exc
+                raise BindError(self.host, self.port, exc, self.kind) from exc
             assert isinstance(server, PacsdAssociationServer)
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             server.configure(
@@ -197,7 +201,7 @@ class DicomListener:
             self._thread.start()
             log.info(
                 "%s listener on %s:%d as %s",
-                "DICOM TLS" if self.tls_context else "DICOM",
+                self.kind,
                 self.host,
                 self.port,
                 self.ae.ae_title,
@@ -229,7 +233,7 @@ class DicomListener:
             server.shutdown()  # stops serve_forever and closes the listening socket
             log.info(
                 "%s listener on %s:%d closed",
-                "DICOM TLS" if self.tls_context else "DICOM",
+                self.kind,
                 self.host,
                 self.port,
             )
