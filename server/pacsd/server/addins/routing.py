@@ -4,10 +4,15 @@ A table is immutable. The manager builds a new one whenever the set of add-ins c
 and swaps it in with one assignment; each association takes the table current when it
 is requested and keeps it, so it is offered the same presentation contexts throughout.
 Observer hooks are published the same way, in a ``HookTable``.
+
+What the DICOM side derives from a table (its presentation contexts) is built with the
+table, through ``derive_on_build``, so that no association pays for it: this module
+stays free of pynetdicom.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +21,18 @@ from pacsd.addin import HandlerSpec, Hook, Service
 
 if TYPE_CHECKING:
     from pacsd.server.addins.record import AddinRecord
+
+log = logging.getLogger("pacsd.core.addins")
+
+#: name -> builder of data derived from a table, run on every table ``build`` returns.
+_DERIVATIONS: dict[str, Callable[[RoutingTable], Any]] = {}
+
+
+def derive_on_build(name: str, builder: Callable[[RoutingTable], Any]) -> None:
+    """Build ``builder(table)`` along with every table from now on; read it with
+    ``table.derived(name, builder)``. A builder must not depend on anything but the
+    table (the result is kept for the table's lifetime)."""
+    _DERIVATIONS[name] = builder
 
 
 class RouteConflictError(Exception):
@@ -46,6 +63,11 @@ class RoutingTable:
     routes: dict[tuple[Service, str], Route]
     #: SOP class -> the add-in records routed for it (for per-association accepts()).
     by_sop_class: dict[str, tuple[AddinRecord, ...]] = field(default_factory=dict)
+    #: Every add-in record routed, once each (so that a check over them all costs a
+    #: few calls per association, not one per SOP class).
+    records: tuple[AddinRecord, ...] = ()
+    #: name -> data derived from this table (``derive_on_build``).
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, routes: Iterable[Route]) -> RoutingTable:
@@ -62,28 +84,48 @@ class RoutingTable:
             owners = by_sop.setdefault(route.sop_class, [])
             if route.record not in owners:
                 owners.append(route.record)
-        return cls(table, {uid: tuple(r) for uid, r in by_sop.items()})
+        records: list[AddinRecord] = []
+        for owners in by_sop.values():
+            for record in owners:
+                if record not in records:
+                    records.append(record)
+        built = cls(table, {uid: tuple(r) for uid, r in by_sop.items()}, tuple(records))
+        for name, builder in list(_DERIVATIONS.items()):
+            try:
+                built._derived[name] = builder(built)
+            except Exception:  # built again, and raised, by its first reader
+                log.exception("building %s for a new routing table failed", name)
+        return built
+
+    def derived(self, name: str, builder: Callable[[RoutingTable], Any]) -> Any:
+        """What ``builder`` derives from this table, built once (normally by ``build``;
+        for a table made otherwise, by its first reader)."""
+        try:
+            return self._derived[name]
+        except KeyError:
+            value = self._derived[name] = builder(self)
+            return value
 
     def lookup(self, service: Service, sop_class: str) -> Route | None:
         return self.routes.get((service, sop_class))
 
     def abstract_syntaxes(self) -> dict[str, tuple[str, ...]]:
         """SOP class -> transfer syntaxes to offer (union over the services claiming it)."""
-        offered: dict[str, list[str]] = {}
+        # Dicts as ordered sets: first declaration first, each syntax once.
+        offered: dict[str, dict[str, None]] = {}
         for (_, sop_class), route in self.routes.items():
-            syntaxes = offered.setdefault(sop_class, [])
-            syntaxes.extend(ts for ts in route.spec.transfer_syntaxes if ts not in syntaxes)
+            offered.setdefault(sop_class, {}).update(dict.fromkeys(route.spec.transfer_syntaxes))
         return {uid: tuple(ts) for uid, ts in offered.items()}
 
     def sub_operation_syntaxes(self) -> dict[str, tuple[str, ...]]:
         """Storage SOP classes C-GET handlers send back -> transfer syntaxes (role reversal)."""
-        offered: dict[str, list[str]] = {}
+        offered: dict[str, dict[str, None]] = {}
         for route in self.routes.values():
             if route.spec.service is not Service.C_GET:
                 continue  # C-MOVE sub-operations go to another AE, not back to this peer
+            syntaxes = dict.fromkeys(route.spec.transfer_syntaxes)
             for uid in route.spec.sub_operation_sop_classes:
-                syntaxes = offered.setdefault(uid, [])
-                syntaxes.extend(ts for ts in route.spec.transfer_syntaxes if ts not in syntaxes)
+                offered.setdefault(uid, {}).update(syntaxes)
         return {uid: tuple(ts) for uid, ts in offered.items()}
 
 

@@ -19,14 +19,21 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from pacsd.server.addins.routing import RoutingTable
-from pacsd.server.dicom import dimse_encode, pdu_guard, reactor, send_path, spool, spool_files
+from pacsd.server.dicom import (
+    dimse_encode,
+    negotiation,
+    pdu_guard,
+    reactor,
+    send_path,
+    spool,
+    spool_files,
+)
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.tls import TlsAcceptor
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 
@@ -90,6 +97,10 @@ class AdmissionACSE(ACSE):
     def _apply_accepts(self) -> None:
         """Drop the abstract syntaxes an add-in's ``accepts()`` refuses for this peer."""
         table: RoutingTable = self.assoc.pacsd_routes  # type: ignore[attr-defined]
+        if not any(
+            r.instance is not None and r.instance.overrides_accepts() for r in table.records
+        ):
+            return
         deciders = {
             uid: [r for r in records if r.instance is not None and r.instance.overrides_accepts()]
             for uid, records in table.by_sop_class.items()
@@ -116,37 +127,12 @@ class AdmissionACSE(ACSE):
         self.acceptor.supported_contexts = kept
 
     def _prefer_requestor_syntaxes(self) -> None:
-        """Accept the transfer syntax the peer prefers, not ours.
-
-        pynetdicom picks the first of the acceptor's syntaxes the requestor proposed;
-        an archive should keep what the sender has (no transcoding), so the syntaxes of
-        each requested abstract syntax are put in the requestor's order (first seen
-        across all its contexts for that abstract syntax). Only requested contexts are
-        copied; the shared list is not touched.
-        """
-        requested: dict[str, list[str]] = {}
-        for rq in self.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
-            order = requested.setdefault(str(rq.abstract_syntax), [])
-            order.extend(str(ts) for ts in rq.transfer_syntax if str(ts) not in order)
-        contexts = []
-        for cx in self.acceptor.supported_contexts:
-            preferred = requested.get(str(cx.abstract_syntax))
-            if preferred:
-                ours = [str(ts) for ts in cx.transfer_syntax]
-                ranked: list[Any] = [ts for ts in preferred if ts in ours]
-                ranked += [ts for ts in ours if ts not in preferred]
-                if ranked != ours:
-                    # Our context's UIDs were validated when it was built: reuse them
-                    # rather than through the setters, which re-validate every UID with
-                    # regexes (20 ms for a storescu proposing all storage classes).
-                    uids = {str(ts): ts for ts in cx.transfer_syntax}
-                    copy = PresentationContext()
-                    copy._abstract_syntax = cx.abstract_syntax
-                    copy._transfer_syntax = [uids[ts] for ts in ranked]
-                    copy.scu_role, copy.scp_role = cx.scu_role, cx.scp_role
-                    cx = copy
-            contexts.append(cx)
-        self.acceptor.supported_contexts = contexts
+        """Accept the transfer syntax the peer prefers, not ours (negotiation.py)."""
+        self.acceptor.supported_contexts = negotiation.prefer_requestor_syntaxes(
+            self.assoc.pacsd_offer,  # type: ignore[attr-defined]
+            self.requestor.primitive.presentation_context_definition_list,  # type: ignore[union-attr]
+            self.acceptor.supported_contexts,
+        )
 
 
 class PacsdDIMSE(DIMSEServiceProvider):
@@ -292,11 +278,13 @@ class PacsdRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         table = self.server.routing()
+        offer = negotiation.offer_for(table)  # built with the table, not here
         assoc.pacsd_routes = table  # type: ignore[attr-defined]
+        assoc.pacsd_offer = offer  # type: ignore[attr-defined]
         assoc.pacsd_id = self.server.new_association_id()  # type: ignore[attr-defined]
         # Negotiation builds new context objects and never mutates these, so a shallow
         # copy will do (pynetdicom deep-copies: 60-100 ms for a full storage list).
-        assoc.acceptor.supported_contexts = list(self.server.contexts_for(table))
+        assoc.acceptor.supported_contexts = list(offer.contexts)
         assoc.acse = AdmissionACSE(assoc, self.server.admission)
         assoc.dimse = PacsdDIMSE(assoc, self.server.before_send, self.server.spool_dir)
         assoc.dul.socket.__class__ = FastSocket
@@ -344,34 +332,14 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         self.admission = admission
         self.new_association_id = new_association_id
         self.before_send = before_send
-        self._contexts_cache: tuple[RoutingTable, list[PresentationContext]] | None = None
-
-    def contexts_for(self, table: RoutingTable) -> list[PresentationContext]:
-        """Presentation contexts for a routing table, built once per table."""
-        cached = self._contexts_cache
-        if cached is not None and cached[0] is table:
-            return cached[1]
-        contexts: dict[str, PresentationContext] = {}
-        for uid, syntaxes in table.abstract_syntaxes().items():
-            cx = PresentationContext()
-            cx.abstract_syntax = uid
-            cx.transfer_syntax = list(syntaxes)
-            contexts[uid] = cx
-        # C-GET sends instances back on the same association: accept the peer's proposal
-        # to be the Storage SCP for them (SCP/SCU role selection, PS3.7 D.3.3.4).
-        for uid, syntaxes in table.sub_operation_syntaxes().items():
-            existing = contexts.get(uid)
-            if existing is None:
-                existing = contexts[uid] = PresentationContext()
-                existing.abstract_syntax = uid
-                existing.transfer_syntax = list(syntaxes)
-            else:
-                merged = [*existing.transfer_syntax, *syntaxes]
-                existing.transfer_syntax = list(dict.fromkeys(merged))
-            existing.scu_role, existing.scp_role = True, True
-        built = list(contexts.values())
-        self._contexts_cache = (table, built)
-        return built
+        # UIDs validated once per process, and the current table's presentation
+        # contexts ready before the first association (later tables get theirs when
+        # they are built).
+        negotiation.install()
+        negotiation.offer_for(routing())
+        # pynetdicom deep-copies these for every association before _create_association
+        # replaces them with the routing table's: nothing to copy.
+        self.contexts = []
 
     def server_bind(self) -> None:
         if self.reuse_port:
