@@ -32,6 +32,7 @@ from pacsd.addin import (
     AddinSettings,
     AssociationInfo,
     DimseMessage,
+    Hook,
     command,
     hook,
 )
@@ -191,6 +192,11 @@ class MessageLogAddin(Addin):
         self._capture: CaptureFolder | None = None
         if settings.capture:
             self._capture = CaptureFolder(Path(settings.capture_dir), settings.capture_max_bytes)
+
+    def observes(self, hook: Hook) -> bool:
+        # Asked before every message: with the level off and no capture (the default),
+        # the server skips building the message for this add-in altogether.
+        return self._capture is not None or self.ctx.log.isEnabledFor(self._level)
 
     @hook
     def message_received(self, assoc: AssociationInfo, msg: DimseMessage) -> None:

@@ -54,6 +54,16 @@ class Addin:
         """
         return True
 
+    def observes(self, hook: Hook) -> bool:
+        """Whether this add-in's ``hook`` has anything to do with the next event. Default yes.
+
+        Asked before each event this add-in hooks (before each message, for the message
+        hooks); on False the hook is not called for that event, and when no add-in says
+        yes the server does not even build the ``DimseMessage``. An observer that is
+        mostly idle (a log whose level is off) answers from its current state, cheaply.
+        """
+        return True
+
     @classmethod
     def overrides_accepts(cls) -> bool:
         return cls.accepts is not Addin.accepts

@@ -34,7 +34,7 @@ from pacsd.addin.requests import _Lazy
 from pacsd.server import logcontext
 from pacsd.server.addins.record import BATCH_ITEMS, HandlerTimeout
 from pacsd.server.addins.routing import Route, RoutingTable
-from pacsd.server.dicom import policy
+from pacsd.server.dicom import policy, send_path
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.spool import SpoolFile
 from pydicom.dataset import Dataset
@@ -337,7 +337,7 @@ class Dispatcher:
         except Exception as exc:
             yield from _fail_early(self._failure(route, exc), expect_count)
             return
-        items = self._batched(route, request, results, cancelled)
+        items = self._batched(route, request, results, cancelled, event.assoc)
         peer = _PeerBytes(event)
         first = True
         while True:
@@ -386,13 +386,16 @@ class Dispatcher:
         request: Any,
         results: Iterator[Any],
         cancelled: Callable[[], bool],
+        assoc: Any,
     ) -> Iterator[Any]:
         """The generator's results, batch by batch; its exception (or a
         ``HandlerTimeout``) is raised after the results produced before it. The first
         batch is a single result, so that the first match leaves without waiting for
-        the ones after it."""
+        the ones after it. Responses held for one write (a C-FIND's, ``find_loop``)
+        leave before each wait for the next batch."""
         size = 1
         while True:
+            send_path.flush(assoc)
             with logcontext.association(request.association):
                 batch = route.record.call_batch(results, self._limit(route), cancelled, size)
             size = BATCH_ITEMS

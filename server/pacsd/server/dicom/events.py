@@ -90,9 +90,21 @@ class EventFilter:
 
 def message_kind(msg: Any) -> tuple[str, bool]:
     """('C-STORE', is_response) from a pynetdicom DIMSE message's class name."""
-    name = type(msg).__name__
-    response = name.endswith("_RSP")
-    return name.removesuffix("_RSP").removesuffix("_RQ").replace("_", "-"), response
+    return kind_of(type(msg).__name__)
+
+
+#: Message class name ("C_FIND_RSP") -> (service, is_response); a few dozen names.
+_KINDS: dict[str, tuple[str, bool]] = {}
+
+
+def kind_of(message_type: str) -> tuple[str, bool]:
+    """('C-FIND', True) for "C_FIND_RSP": worked out once per class name, since the
+    tracker asks for every message sent and received."""
+    kind = _KINDS.get(message_type)
+    if kind is None:
+        service = message_type.removesuffix("_RSP").removesuffix("_RQ").replace("_", "-")
+        kind = _KINDS[message_type] = (service, message_type.endswith("_RSP"))
+    return kind
 
 
 def message_status(msg: Any) -> int | None:

@@ -13,11 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from pacsd.addin import sop
 from pacsd.server.addins.routing import RoutingTable
 from pacsd.server.config import Settings
-from pacsd.server.dicom import policy, spool
+from pacsd.server.dicom import find_loop, policy, spool
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.client import ClientAE
 from pacsd.server.dicom.dispatch import Dispatcher
@@ -136,6 +137,7 @@ class DicomListener:
         with self._lock:
             if self._server is not None:
                 return False
+            find_loop.install()  # C-FIND answers without pynetdicom's per-match overhead
             d = self._dispatch
             handlers: list[evt.EventHandlerType] = [
                 (evt.EVT_C_ECHO, d.handle_echo),
@@ -155,7 +157,7 @@ class DicomListener:
                 (evt.EVT_RELEASED, self._on_released),
                 (evt.EVT_CONN_CLOSE, self._on_closed),
                 (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
-                (evt.EVT_DIMSE_SENT, self._on_dimse_sent),
+                (evt.EVT_DIMSE_SENT, SentMessages(self.tracker, self._observers)),
             ]
             try:
                 server = self.ae.make_server(
@@ -319,11 +321,7 @@ class DicomListener:
 
     def _on_dimse_recv(self, event: Event) -> None:
         self.tracker.dimse_received(event.assoc, event.message)
-        self._observers.message_received(event)
-
-    def _on_dimse_sent(self, event: Event) -> None:
-        self.tracker.dimse_sent(event.assoc, event.message)
-        self._observers.message_sent(event)
+        self._observers.message_received(event.assoc, event.message)
 
     # -- operator actions -------------------------------------------------------------
 
@@ -354,6 +352,34 @@ class DicomListener:
         if not self.tracker.wait_closed(assoc_id, timeout):
             log.warning("association %s still open %.0fs after its abort", assoc_id, timeout)
         return item
+
+
+class SentMessages:
+    """``EVT_DIMSE_SENT``: the tracker's counters and event stream, then the
+    ``message_sent`` hooks, in the order messages leave.
+
+    For the responses ``send_path`` encodes, ``response_sent`` is called instead of the
+    event (send_path.report_sent): it counts them from their type and Status, and the
+    message object is built only if a watcher of the event stream or a hook that
+    observes messages wants it.
+    """
+
+    #: pynetdicom names a handler by ``__name__`` when it logs the handler's exception.
+    __name__ = "dimse_sent"
+
+    def __init__(self, tracker: AssociationTracker, observers: Observers) -> None:
+        self._tracker = tracker
+        self._observers = observers
+
+    def __call__(self, event: Event) -> None:
+        self._tracker.dimse_sent(event.assoc, event.message)
+        self._observers.message_sent(event.assoc, event.message)
+
+    def response_sent(
+        self, assoc: Association, message_type: str, status: int, message: Callable[[], Any]
+    ) -> None:
+        self._tracker.response_sent(assoc, message_type, status, message)
+        self._observers.message_sent(assoc, message)
 
 
 class ListenerStoppedError(Exception):

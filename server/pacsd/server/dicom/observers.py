@@ -2,7 +2,11 @@
 
 Bound to pynetdicom's notification events for every association, plus the
 ``before_send`` point in ``PacsdDIMSE``. When no add-in watches an event, the cost is
-one dictionary lookup.
+one dictionary lookup. Each watching add-in is asked first whether it observes the
+event (``Addin.observes``): the message view (``DimseMessage``), the association's log
+context and the hook calls are only paid for when one says yes. The default message
+log, loaded on every server with its level off, says no to every message; building
+and firing for it was ~20 % of a C-FIND's server time.
 """
 
 from __future__ import annotations
@@ -31,13 +35,44 @@ def service_name(obj: Any) -> str:
     return name.replace("_", "-")
 
 
+#: (add-in record, bound hook method) pairs, as the hook table holds them.
+Hooks = tuple[tuple[Any, Callable[..., Any]], ...]
+
+
 class Observers:
     def __init__(self, hooks: Callable[[], HookTable]) -> None:
         self._hooks = hooks
 
-    def _fire(self, hook: Hook, info: AssociationInfo, *args: Any) -> None:
+    def watching(self, hook: Hook) -> Hooks:
+        """The hooks for ``hook`` whose add-in observes the next event (in table order).
+
+        An add-in whose ``observes`` raises is counted as failed and still called: a
+        bug in the question must not hide events from its hook.
+        """
+        hooks = self._hooks().get(hook)
+        if not hooks:
+            return ()
+        wanted: list[tuple[Any, Callable[..., Any]]] = []
+        for record, fn in hooks:
+            observes = getattr(getattr(fn, "__self__", None), "observes", None)
+            try:
+                if observes is None or observes(hook):
+                    wanted.append((record, fn))
+            except Exception:
+                record.count_failure()
+                log.exception("add-in %s failed in observes(%s)", record.name, hook.value)
+                wanted.append((record, fn))
+        return tuple(wanted)
+
+    def _fire(
+        self, hook: Hook, info: AssociationInfo, *args: Any, hooks: Hooks | None = None
+    ) -> None:
+        if hooks is None:
+            hooks = self.watching(hook)
+            if not hooks:
+                return
         with logcontext.association(info):
-            for record, fn in self._hooks().get(hook):
+            for record, fn in hooks:
                 try:
                     fn(info, *args)
                 except Exception:
@@ -46,12 +81,15 @@ class Observers:
 
     def requested(self, assoc: Association) -> Reject | None:
         """Ask every ``association_requested`` hook; the first Reject wins."""
+        hooks = self.watching(Hook.ASSOCIATION_REQUESTED)
+        if not hooks:
+            return None
         info = association_info(assoc)
         with logcontext.association(info):
-            return self._requested(info)
+            return self._requested(info, hooks)
 
-    def _requested(self, info: AssociationInfo) -> Reject | None:
-        for record, fn in self._hooks().get(Hook.ASSOCIATION_REQUESTED):
+    def _requested(self, info: AssociationInfo, hooks: Hooks) -> Reject | None:
+        for record, fn in hooks:
             try:
                 fn(info)
             except Reject as verdict:
@@ -74,37 +112,36 @@ class Observers:
     def aborted(self, event: Event) -> None:
         self._fire(Hook.ASSOCIATION_ABORTED, association_info(event.assoc))
 
-    def message_received(self, event: Event) -> None:
-        if not self._hooks().get(Hook.MESSAGE_RECEIVED):
-            return
-        msg = event.message
-        view = DimseMessage(
-            msg.command_set,
-            service=service_name(msg),
-            direction="received",
-            writable=False,
-            dataset=dataset_source(msg),
-            transfer_syntax=_transfer_syntax(event.assoc, msg),
-        )
-        self._fire(Hook.MESSAGE_RECEIVED, association_info(event.assoc), view)
+    def message_received(self, assoc: Association, msg: Any) -> None:
+        """``message_received`` hooks for a pynetdicom DIMSE message just decoded."""
+        hooks = self.watching(Hook.MESSAGE_RECEIVED)
+        if hooks:
+            self._message(Hook.MESSAGE_RECEIVED, assoc, msg, hooks)
 
-    def message_sent(self, event: Event) -> None:
-        if not self._hooks().get(Hook.MESSAGE_SENT):
-            return
-        msg = event.message
+    def message_sent(self, assoc: Association, msg: Any | Callable[[], Any]) -> None:
+        """``message_sent`` hooks for a pynetdicom DIMSE message just encoded; ``msg``
+        may be a callable that builds it (send_path), called only if a hook observes."""
+        hooks = self.watching(Hook.MESSAGE_SENT)
+        if hooks:
+            if callable(msg):
+                msg = msg()
+            self._message(Hook.MESSAGE_SENT, assoc, msg, hooks)
+
+    def _message(self, hook: Hook, assoc: Association, msg: Any, hooks: Hooks) -> None:
         view = DimseMessage(
             msg.command_set,
             service=service_name(msg),
-            direction="sent",
+            direction="received" if hook is Hook.MESSAGE_RECEIVED else "sent",
             writable=False,
             dataset=dataset_source(msg),
-            transfer_syntax=_transfer_syntax(event.assoc, msg),
+            transfer_syntax=_transfer_syntax(assoc, msg),
         )
-        self._fire(Hook.MESSAGE_SENT, association_info(event.assoc), view)
+        self._fire(hook, association_info(assoc), view, hooks=hooks)
 
     def instance_stored(self, req: Any, stored: Any) -> None:
         """After an instance is durable and indexed (called by the storage service)."""
-        if not self._hooks().get(Hook.INSTANCE_STORED):
+        hooks = self.watching(Hook.INSTANCE_STORED)
+        if not hooks:
             return
         event = {
             "sop_instance_uid": stored.sop_instance_uid,
@@ -115,15 +152,16 @@ class Observers:
             "size": stored.size,
             "path": str(stored.path),
         }
-        self._fire(Hook.INSTANCE_STORED, req.association, event)
+        self._fire(Hook.INSTANCE_STORED, req.association, event, hooks=hooks)
 
     def before_send(self, assoc: Association, primitive: Any) -> None:
-        if not self._hooks().get(Hook.BEFORE_SEND):
+        hooks = self.watching(Hook.BEFORE_SEND)
+        if not hooks:
             return
         view = DimseMessage(
             primitive, service=service_name(primitive), direction="sent", writable=True
         )
-        self._fire(Hook.BEFORE_SEND, association_info(assoc), view)
+        self._fire(Hook.BEFORE_SEND, association_info(assoc), view, hooks=hooks)
 
 
 class _FileSource:

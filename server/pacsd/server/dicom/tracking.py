@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.events import (
     AssocEvent,
     EventType,
+    kind_of,
     message_kind,
     message_status,
     summarize,
@@ -189,6 +191,23 @@ class AssociationTracker:
     def dimse_sent(self, assoc: Association | None = None, msg: Any = None) -> None:
         self._dimse(assoc, msg, "sent")
 
+    def response_sent(
+        self, assoc: Association, message_type: str, status: int, message: Callable[[], Any]
+    ) -> None:
+        """A response pacsd encoded itself (send_path), counted from its class name
+        ("C_FIND_RSP") and Status: ``message`` builds the pynetdicom message object,
+        called only when someone watches the event stream."""
+        service = kind_of(message_type)[0]
+        with self._lock:
+            self.counters.dimse_messages_sent += 1
+            self._messages[(service, "sent", "response")] += 1
+            self._statuses[(service, "sent", status)] += 1
+            live = self._live.get(id(assoc))
+            if live is not None:
+                live.messages_sent += 1
+        if self.events.active:
+            self._publish_message(EventType.MESSAGE_SENT, assoc, message())
+
     def _dimse(self, assoc: Association | None, msg: Any, direction: str) -> None:
         service, response = message_kind(msg) if msg is not None else ("", False)
         status = message_status(msg) if response else None
@@ -210,9 +229,10 @@ class AssociationTracker:
                     live.messages_sent += 1
         if assoc is not None and msg is not None and self.events.active:
             kind = EventType.MESSAGE_RECEIVED if direction == "received" else EventType.MESSAGE_SENT
-            self.events.publish(
-                AssocEvent.of(kind, association_info(assoc), message=summarize(msg))
-            )
+            self._publish_message(kind, assoc, msg)
+
+    def _publish_message(self, kind: EventType, assoc: Association, msg: Any) -> None:
+        self.events.publish(AssocEvent.of(kind, association_info(assoc), message=summarize(msg)))
 
     def _publish(self, kind: EventType, assoc: Association, reason: str = "") -> None:
         if self.events.active:
