@@ -262,6 +262,7 @@ def open_archive(
     try:
         if reconcile:
             archive.reconcile()
+            blobs.create_buckets_in_background()
     except Exception:
         archive.close()
         index.db.close()

@@ -96,6 +96,19 @@ _COLUMN_KEYS = tuple(
 )
 
 
+#: Per level (patient, study, series, instance), the keys kept as JSON attributes rather
+#: than columns: (keyword, tag, the tag as the JSON key), worked out once.
+_EXTRAS = tuple(
+    tuple((k, int(Tag(k)), f"{int(Tag(k)):08X}") for k in keys if k not in columns)
+    for keys, columns in (
+        (PATIENT_KEYS, _PATIENT_COLUMNS),
+        (STUDY_KEYS, _STUDY_COLUMNS),
+        (SERIES_KEYS, _SERIES_COLUMNS),
+        (INSTANCE_KEYS, _INSTANCE_COLUMNS),
+    )
+)
+
+
 class UnreadableInstance(ValueError):
     """The file is not a DICOM instance pacsd can index (no UIDs, not DICOM...)."""
 
@@ -200,18 +213,13 @@ def _fast_record(path: Path) -> InstanceRecord | None:
         syntax, raw = fast_header.read(path, _WANTED)
         texts = {k: fast_header.text(*raw[k]) for k in _COLUMN_KEYS if k in raw}
 
-        def extras(keys: tuple[str, ...], columns: set[str]) -> dict[str, Any]:
-            return {
-                f"{int(Tag(k)):08X}": fast_header.json_value(int(Tag(k)), *raw[k])
-                for k in keys
-                if k not in columns and k in raw
+        attrs = tuple(
+            {
+                name: fast_header.json_value(tag, *raw[keyword])
+                for keyword, tag, name in level
+                if keyword in raw
             }
-
-        attrs = (
-            extras(PATIENT_KEYS, _PATIENT_COLUMNS),
-            extras(STUDY_KEYS, _STUDY_COLUMNS),
-            extras(SERIES_KEYS, _SERIES_COLUMNS),
-            extras(INSTANCE_KEYS, _INSTANCE_COLUMNS),
+            for level in _EXTRAS
         )
     except (fast_header.NotFast, OSError, ValueError, struct.error):
         return None

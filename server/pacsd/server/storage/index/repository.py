@@ -65,6 +65,83 @@ def _stored(row: Sequence[Any]) -> StoredInstance:
     )
 
 
+@dataclass(frozen=True)
+class _ParentTable:
+    """A patient, study or series table: upserted with each instance, latest values
+    winning, but written only when a value changed.
+
+    Most instances of a study repeat its patient, study and series values. Updating
+    those rows anyway rewrote their pages and index entries in every commit (ten WAL
+    pages per instance instead of four, SQLite). ``DO UPDATE ... WHERE`` skips
+    the unchanged row (PostgreSQL still locks it); ``RETURNING`` then gives nothing,
+    and the row's ID is read instead.
+    """
+
+    table: str
+    key: str
+    columns: tuple[str, ...]
+
+    @property
+    def upsert(self) -> str:
+        names = ", ".join((self.key, *self.columns))
+        marks = ", ".join("?" * (len(self.columns) + 1))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns)
+        changed = " OR ".join(
+            f"{self.table}.{c} IS DISTINCT FROM excluded.{c}" for c in self.columns
+        )
+        return (
+            f"INSERT INTO {self.table} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT ({self.key}) DO UPDATE SET {sets} WHERE {changed} RETURNING id"
+        )
+
+    @property
+    def find(self) -> str:
+        return f"SELECT id FROM {self.table} WHERE {self.key} = ?"
+
+
+_PATIENT = _ParentTable(
+    "patients", "patient_id", ("patient_name", "patient_name_lc", "birth_date", "sex", "attrs")
+)
+_STUDY = _ParentTable(
+    "studies",
+    "study_uid",
+    (
+        "patient_fk",
+        "study_date",
+        "study_time",
+        "accession_number",
+        "study_id",
+        "study_description",
+        "referring_physician",
+        "referring_physician_lc",
+        "attrs",
+    ),
+)
+_SERIES = _ParentTable(
+    "series",
+    "series_uid",
+    (
+        "study_fk",
+        "modality",
+        "series_number",
+        "series_description",
+        "series_date",
+        "body_part",
+        "attrs",
+    ),
+)
+_SQL = {t: (t.upsert, t.find) for t in (_PATIENT, _STUDY, _SERIES)}
+
+
+def _parent(conn: Conn, table: _ParentTable, key: str, values: tuple[Any, ...]) -> Any:
+    """The parent row's ID, inserting it or updating what changed."""
+    upsert, find = _SQL[table]
+    row = conn.one(upsert, (key, *values))
+    if row is None:  # present and unchanged
+        row = conn.one(find, (key,))
+    return row[0]
+
+
 class Index:
     def __init__(self, db: IndexDB) -> None:
         self.db = db
@@ -82,41 +159,18 @@ class Index:
                 self._upsert(conn, record)
 
     def _upsert(self, conn: Conn, r: InstanceRecord) -> None:
-        (patient_fk,) = conn.one(
-            """INSERT INTO patients (patient_id, patient_name, patient_name_lc, birth_date, sex,
-                   attrs)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (patient_id) DO UPDATE SET
-                   patient_name = excluded.patient_name,
-                   patient_name_lc = excluded.patient_name_lc,
-                   birth_date = excluded.birth_date, sex = excluded.sex, attrs = excluded.attrs
-               RETURNING id""",
-            (
-                r.patient_id,
-                r.patient_name,
-                r.patient_name.lower(),
-                r.birth_date,
-                r.sex,
-                dumps(r.patient_attrs),
-            ),
+        patient_fk = _parent(
+            conn,
+            _PATIENT,
+            r.patient_id,
+            (r.patient_name, r.patient_name.lower(), r.birth_date, r.sex, dumps(r.patient_attrs)),
         )
-        (study_fk,) = conn.one(
-            """INSERT INTO studies (patient_fk, study_uid, study_date, study_time,
-                   accession_number, study_id, study_description, referring_physician,
-                   referring_physician_lc, attrs)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (study_uid) DO UPDATE SET
-                   patient_fk = excluded.patient_fk, study_date = excluded.study_date,
-                   study_time = excluded.study_time,
-                   accession_number = excluded.accession_number, study_id = excluded.study_id,
-                   study_description = excluded.study_description,
-                   referring_physician = excluded.referring_physician,
-                   referring_physician_lc = excluded.referring_physician_lc,
-                   attrs = excluded.attrs
-               RETURNING id""",
+        study_fk = _parent(
+            conn,
+            _STUDY,
+            r.study_uid,
             (
                 patient_fk,
-                r.study_uid,
                 r.study_date,
                 r.study_time,
                 r.accession_number,
@@ -127,20 +181,12 @@ class Index:
                 dumps(r.study_attrs),
             ),
         )
-        (series_fk,) = conn.one(
-            """INSERT INTO series (study_fk, series_uid, modality, series_number,
-                   series_description, series_date, body_part, attrs)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (series_uid) DO UPDATE SET
-                   study_fk = excluded.study_fk, modality = excluded.modality,
-                   series_number = excluded.series_number,
-                   series_description = excluded.series_description,
-                   series_date = excluded.series_date, body_part = excluded.body_part,
-                   attrs = excluded.attrs
-               RETURNING id""",
+        series_fk = _parent(
+            conn,
+            _SERIES,
+            r.series_uid,
             (
                 study_fk,
-                r.series_uid,
                 r.modality,
                 r.series_number,
                 r.series_description,
