@@ -31,7 +31,7 @@ import struct
 import time
 from typing import Any, cast
 
-from pacsd.server.dicom import reactor
+from pacsd.server.dicom import pdata, reactor
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
@@ -302,6 +302,8 @@ class GuardedDUL(DULServiceProvider):
         data = bytearray(6 + length)
         data[:6] = header
         if not self._read(sock, data, 6, timeout, quickack=True):
+            return
+        if pdu_type == 0x04 and pdata.deliver(self, data):
             return
         try:
             pdu, event = self._decode_pdu(data)

@@ -17,6 +17,14 @@ Here each loop blocks until there is something for it:
 
 Both waits are bounded (:data:`MAX_WAIT`) so that what pynetdicom signals by setting a
 flag without any queue (a kill, the ARTIM and idle timers) is still seen promptly.
+
+A C-STORE request skips the hand-over: when the association thread has nothing to do,
+the DUL thread that assembled the request serves it itself (:class:`DimseQueue`).
+Handing each instance to the other thread cost a wake-up and a GIL hand-over per
+C-STORE, and with several associations in one process those hand-overs queue up behind
+each other. Order is kept: the DUL thread serves a request only when no earlier one is
+queued or being served, checked under the lock the association thread takes its
+messages under, and while it serves it reads nothing more from the peer.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import queue
 import select
 import ssl
 import threading
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom.association import LOGGER, Association
+from pynetdicom.dimse_primitives import C_STORE
 
 #: Longest a loop blocks without looking at pynetdicom's flags and timers (seconds).
 MAX_WAIT = 0.05
@@ -124,6 +133,21 @@ class WakingQueue(queue.Queue[Any]):
         self._wake.set()
 
 
+class DimseQueue(WakingQueue):
+    """The received-message queue: a C-STORE request arriving while the association
+    thread is idle is served at once on the putting (DUL) thread instead."""
+
+    def __init__(self, wake: threading.Event, assoc: PacsdAssociation) -> None:
+        super().__init__(wake)
+        self._assoc = assoc
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        context_id, msg = item
+        if msg.__class__ is C_STORE and self._assoc.pacsd_serve_here(msg, context_id):
+            return
+        super().put(item, block, timeout)
+
+
 def install(assoc: Association) -> threading.Event:
     """Make an acceptor association's thread wait for work instead of polling.
 
@@ -131,10 +155,12 @@ def install(assoc: Association) -> threading.Event:
     DUL thread must set when it ends.
     """
     wake = threading.Event()
-    assoc.dimse.msg_queue = WakingQueue(wake)
-    assoc.dul.to_user_queue = WakingQueue(wake)
-    assoc.pacsd_wake = wake  # type: ignore[attr-defined]
     assoc.__class__ = PacsdAssociation
+    pacsd = cast(PacsdAssociation, assoc)
+    pacsd.pacsd_wake = wake
+    pacsd.pacsd_serving = threading.Lock()
+    assoc.dimse.msg_queue = DimseQueue(wake, pacsd)
+    assoc.dul.to_user_queue = WakingQueue(wake)
     return wake
 
 
@@ -142,6 +168,44 @@ class PacsdAssociation(Association):
     """pynetdicom's acceptor association with an event-driven reactor loop."""
 
     pacsd_wake: threading.Event
+    #: Held by whichever thread is serving a request (see DimseQueue).
+    pacsd_serving: threading.Lock
+
+    def pacsd_serve_here(self, msg: Any, context_id: int) -> bool:
+        """Serve ``msg`` on the calling thread if nothing is queued or being served and
+        the reactor is not paused; False to queue it for the association thread."""
+        if (
+            self._sent_abort
+            or not self._reactor_checkpoint.is_set()
+            or not self.dimse.msg_queue.empty()
+            or context_id not in self._accepted_cx  # pynetdicom aborts: its thread's job
+        ):
+            return False
+        if not self.pacsd_serving.acquire(blocking=False):
+            return False
+        try:
+            if not self.dimse.msg_queue.empty():  # queued meanwhile: keep the order
+                return False
+            self._serve_request(msg, context_id)
+            return True
+        finally:
+            self.pacsd_serving.release()
+
+    #: Set when a request served on the DUL thread aborted the association: the
+    #: association thread finishes the abort (see _abort_blocking).
+    pacsd_finish_abort = False
+
+    def _abort_blocking(self, block: bool = True) -> None:
+        # pynetdicom's blocking abort queues the A-ABORT, then waits for the DUL thread
+        # to stop and shuts the socket. On the DUL thread (a request served there) that
+        # wait would never end: queue the A-ABORT now and leave the waiting and the
+        # shutdown to the association thread, as if it had served the request.
+        if block and threading.current_thread() is self.dul:
+            super()._abort_blocking(False)
+            self.pacsd_finish_abort = True
+            self.pacsd_wake.set()
+            return
+        super()._abort_blocking(block)
 
     def _run_reactor(self) -> None:
         """pynetdicom's ``_run_reactor`` (3.0.4), waiting on ``pacsd_wake`` instead of
@@ -154,15 +218,21 @@ class PacsdAssociation(Association):
                 wake.wait(MAX_WAIT)
                 wake.clear()  # then look at everything: a later put sets it again
             busy = False
+            if self.pacsd_finish_abort:
+                self.kill()
+                with contextlib.suppress(Exception):
+                    cast(Any, self.dul.socket)._shutdown_socket()
+                return
 
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
 
-            context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
-                busy = True
-                self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+            with self.pacsd_serving:
+                context_id, msg = self.dimse.get_msg(block=False)
+                if msg:
+                    busy = True
+                    self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)

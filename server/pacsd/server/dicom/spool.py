@@ -19,7 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
-from pacsd.server.dicom import spool_files
+from pacsd.server.dicom import dimse_decode, spool_files
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
@@ -31,6 +31,7 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1425.1"
 IMPLEMENTATION_VERSION = "PACSD_01"
 
 _names = itertools.count(1)
+_unpack_us = struct.Struct("<H").unpack
 
 #: Start writing a spool file to disk once this much of it is not yet on its way: the
 #: fsync that makes a stored instance durable then waits for the tail only (a 0.5 MB
@@ -143,13 +144,19 @@ class SpoolFile:
             self._flushed = self._written
 
     def finish(self) -> None:
-        """Flush buffered data so the file is complete on disk (not yet fsynced)."""
+        """Flush buffered data so the file is complete on disk (not yet fsynced), and
+        start writing its tail out: the fsync that makes it durable comes after dispatch
+        and the header parse, and by then has less (or nothing) left to wait for."""
         if self._fh is None:
             return
         try:
             self._fh.flush()
         except OSError as exc:
             self._fail(exc)
+            return
+        if self._written > self._flushed:
+            _start_writeback(self._fh.fileno(), self._flushed, 0)  # 0: to the end
+            self._flushed = self._written
 
     def fileno(self) -> int:
         return int(self._fh.fileno()) if self._fh is not None else -1
@@ -200,13 +207,8 @@ class SpoolingMessage(DIMSEMessage):
                 self.encoded_command_set.write(data[1:])
                 if header & 2:
                     self.context_id = context_id
-                    self.command_set = decode(self.encoded_command_set, True, True)
-                    real = _MESSAGE_TYPES[cast(int, self.command_set.CommandField)][1]
-                    self.__class__ = _spooling_class(real)
-                    if self.command_set.CommandDataSetType == 0x0101:
+                    if self._command_complete(assoc, context_id):
                         return True
-                    if issubclass(real, C_STORE_RQ):
-                        self._open_spool(assoc, context_id)
             else:  # dataset fragment
                 spool = self._data_set_file
                 if spool is not None:
@@ -219,14 +221,40 @@ class SpoolingMessage(DIMSEMessage):
                     return True
         return False
 
-    def _open_spool(self, assoc: Any, context_id: int) -> None:
-        cs = self.command_set
+    def _command_complete(self, assoc: Any, context_id: int) -> bool:
+        """Decode the finished command set; True if the message has no dataset.
+
+        A plain C-STORE-RQ (nearly every message an archive receives) is turned into
+        its primitive here, from the raw bytes (dimse_decode.py says why); pydicom still
+        decodes the command set for observers, which is cheap without value conversion.
+        """
+        # A peer may send a second command set before the first one's dataset: both
+        # accumulate (pynetdicom's rule) and whatever the first one decoded to is void.
+        self.__dict__.pop("_pacsd_primitive", None)
+        cs = self.command_set = decode(self.encoded_command_set, True, True)
+        fields = dimse_decode.parse(self.encoded_command_set.getvalue()) or {}
+        store = dimse_decode.store_request(fields)
+        if store is not None:
+            self.__class__ = _spooling_class(C_STORE_RQ)
+            self._pacsd_primitive = store
+            if _unpack_us(fields[dimse_decode.DATA_SET_TYPE])[0] == 0x0101:
+                return True
+            self._open_spool(
+                assoc, context_id, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID
+            )
+            return False
+        real = _MESSAGE_TYPES[cast(int, cs.CommandField)][1]
+        self.__class__ = _spooling_class(real)
+        if cs.CommandDataSetType == 0x0101:
+            return True
+        if issubclass(real, C_STORE_RQ):
+            self._open_spool(assoc, context_id, cs.AffectedSOPClassUID, cs.AffectedSOPInstanceUID)
+        return False
+
+    def _open_spool(self, assoc: Any, context_id: int, sop_class: Any, sop_instance: Any) -> None:
         cx = assoc._accepted_cx[context_id]
         header = file_meta_bytes(
-            str(cs.AffectedSOPClassUID),
-            str(cs.AffectedSOPInstanceUID),
-            str(cx.transfer_syntax[0]),
-            self.source_ae,
+            str(sop_class), str(sop_instance), str(cx.transfer_syntax[0]), self.source_ae
         )
         path = self.spool_dir / f"rx-{os.getpid()}-{next(_names)}.part"
         spool = SpoolFile(path, header)
@@ -234,7 +262,14 @@ class SpoolingMessage(DIMSEMessage):
         self._data_set_path = path
 
     def message_to_primitive(self) -> Any:
-        primitive = super().message_to_primitive()
+        primitive = self.__dict__.pop("_pacsd_primitive", None)
+        if primitive is None:
+            primitive = super().message_to_primitive()
+        else:  # the second half of pynetdicom's message_to_primitive
+            primitive.DataSet = self.data_set
+            primitive._context_id = self.context_id
+            primitive._dataset_path = self._data_set_path
+            primitive._dataset_file = self._data_set_file
         spool = self._data_set_file
         if isinstance(spool, SpoolFile):
             primitive._pacsd_spool = spool

@@ -1,0 +1,105 @@
+"""C-STORE requests served on the thread that read them (reactor.DimseQueue): what a
+peer does wrong there still ends the way it did on the association thread.
+
+- pynetdicom aborts a request it has no service class for; that abort waits for the
+  reading thread to stop, so on the reading thread it must be finished by the
+  association thread: the peer gets its A-ABORT at once, and once it closes, both of
+  the association's threads end.
+- A second command set before the first one's dataset accumulates with it (pynetdicom's
+  rule): the first request must not be served on its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from tests.conftest import PacsdProcess
+from tests.reliability import wire
+
+PROMPT = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from tests.conftest import _start
+
+    started = _start(tmp_path_factory.mktemp("reading-thread"))
+    yield started
+    started.proc.terminate()
+    started.proc.wait(15)
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no thread count")
+
+
+def steady_threads(pid: int) -> int:
+    """The thread count once two readings 0.3 s apart agree."""
+    last = threads(pid)
+    for _ in range(50):
+        time.sleep(0.3)
+        now = threads(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def store_command(sop_class: str, with_dataset: bool) -> bytes:
+    cmd = Dataset()
+    cmd.AffectedSOPClassUID = sop_class
+    cmd.CommandField = 0x0001
+    cmd.MessageID = 1
+    cmd.Priority = 0
+    cmd.CommandDataSetType = 0x0000 if with_dataset else 0x0101
+    cmd.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.9.7433.88.1"
+    return wire.command_set(cmd)
+
+
+def open_association(port: int) -> socket.socket:
+    sock = wire.connect(port)
+    sock.sendall(wire.associate_rq())
+    assert wire.read_answer(sock, 5, until_closed=False).first == wire.ASSOCIATE_AC
+    return sock
+
+
+def test_an_abort_while_serving_a_store_ends_both_threads(server: PacsdProcess) -> None:
+    pid = server.proc.pid
+    baseline = steady_threads(pid)
+    sock = open_association(server.dicom_port)
+    with sock:
+        # An accepted context, but a SOP class no service class handles: pynetdicom
+        # aborts the association from within the request.
+        sock.sendall(wire.p_data(3, store_command("1.2.3.4", with_dataset=False), command=True))
+        answer = wire.read_answer(sock, 5, until_closed=False)
+    assert answer.seconds < PROMPT and answer.pdu_types == [wire.ABORT], answer
+    assert steady_threads(pid) <= baseline  # a leak is more; a startup thread may end
+    assert wire.echo_ok(server.dicom_port)
+    log = server.stderr()
+    assert "No supported service class" in log
+    assert "Traceback" not in log and "Exception in thread" not in log
+
+
+def test_a_second_command_set_is_not_served_as_the_first(server: PacsdProcess) -> None:
+    sock = open_association(server.dicom_port)
+    with sock:
+        sock.sendall(
+            wire.p_data(3, store_command("1.2.3.99", with_dataset=True), command=True)
+            + wire.p_data(1, wire.echo_rq(2), command=True)
+        )
+        answer = wire.read_answer(sock, 1, until_closed=False)
+        sock.sendall(wire.release_rq())
+        answer.pdu_types += wire.read_answer(sock, 5).pdu_types
+    # The accumulated command set is the C-ECHO's (its elements came last): answered,
+    # then released, as before requests were served on the reading thread. The stale
+    # C-STORE of the unknown class would have been aborted instead.
+    assert answer.pdu_types == [wire.P_DATA, wire.RELEASE_RP], answer
+    assert "'1.2.3.99'" not in server.stderr()

@@ -1,0 +1,124 @@
+"""dimse_decode builds the C-STORE primitive pynetdicom builds, or declines."""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+
+import pytest
+from pacsd.server.dicom import dimse_decode
+from pydicom.uid import UID
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+INSTANCE = "1.2.826.0.1.3680043.8.498.84362576990252533300771734292204249504"
+FIELDS = (
+    "MessageID",
+    "Priority",
+    "AffectedSOPClassUID",
+    "AffectedSOPInstanceUID",
+    "MoveOriginatorApplicationEntityTitle",
+    "MoveOriginatorMessageID",
+)
+
+
+def element(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def uid(text: str) -> bytes:
+    raw = text.encode()
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def command(**override: bytes | None) -> bytes:
+    """A C-STORE-RQ command set, elements replaced or (None) dropped by tag name."""
+    parts = {
+        "sop_class": (0x00000002, uid(CT)),
+        "field": (0x00000100, us(1)),
+        "message_id": (0x00000110, us(7)),
+        "priority": (0x00000700, us(0)),
+        "data_set_type": (0x00000800, us(1)),
+        "instance": (0x00001000, uid(INSTANCE)),
+    }
+    extra = {"move_ae": 0x00001030, "move_id": 0x00001031, "other": 0x00000900}
+    for name, value in override.items():
+        tag = parts[name][0] if name in parts else extra[name]
+        if value is None:
+            parts.pop(name)
+        else:
+            parts[name] = (tag, value)
+    body = b"".join(element(tag, value) for tag, value in sorted(parts.values()))
+    return element(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def pynetdicom_primitive(raw: bytes) -> C_STORE:
+    msg = C_STORE_RQ()
+    msg.command_set = decode(BytesIO(raw), True, True)
+    msg.data_set = BytesIO()
+    msg.context_id = 1
+    return msg.message_to_primitive()
+
+
+PLAIN = {
+    "typical": command(),
+    "low priority, last message ID": command(priority=us(2), message_id=us(65535)),
+    "short UID, padded": command(instance=uid("1.2.3")),
+    "64-character UID": command(instance=uid("2.25.1" + "0" * 58)),
+    "C-MOVE sub-operation": command(move_ae=b"MOVER ", move_id=us(3)),
+    "AE with a space": command(move_ae=b"A B     ", move_id=us(0)),
+    "no instance UID": command(instance=None),
+}
+
+
+@pytest.mark.parametrize("raw", PLAIN.values(), ids=PLAIN.keys())
+def test_plain_requests_give_pynetdicoms_primitive(raw: bytes) -> None:
+    fields = dimse_decode.parse(raw)
+    assert fields is not None
+    ours = dimse_decode.store_request(fields)
+    assert ours is not None
+    theirs = pynetdicom_primitive(raw)
+    for name in FIELDS:
+        assert getattr(ours, name) == getattr(theirs, name), name
+        assert type(getattr(ours, name)) is type(getattr(theirs, name)), name
+    assert isinstance(ours.AffectedSOPClassUID, UID)
+
+
+DECLINED = {
+    "leading zero": command(instance=uid("1.2.03")),
+    "letters": command(instance=uid("1.2.abc")),
+    "65 characters": command(instance=uid("1." + "2" * 63)),
+    "empty class": command(sop_class=b""),
+    "no message id": command(message_id=None),
+    "no priority": command(priority=None),
+    "a C-FIND": command(field=us(0x0020)),
+    "odd-sized number": command(message_id=b"\x07"),
+    "unknown element": command(other=us(1)),
+    "backslash in AE": command(move_ae=b"A\\B "),
+    "blank AE": command(move_ae=b"    "),
+    "non-ASCII UID": command(instance=b"1.2.\xc3\xa9"),
+}
+
+
+@pytest.mark.parametrize("raw", DECLINED.values(), ids=DECLINED.keys())
+def test_anything_unusual_is_left_to_pynetdicom(raw: bytes) -> None:
+    assert dimse_decode.store_request(dimse_decode.parse(raw) or {}) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        command()[:-3],  # a value cut short
+        command() + element(0x00000110, us(8)),  # an element twice
+        command() + element(0x00080018, uid(INSTANCE)),  # not group 0000
+        command() + b"\x00\x00",  # a header cut short
+    ],
+)
+def test_command_sets_that_do_not_parse(raw: bytes) -> None:
+    assert dimse_decode.parse(raw) is None
