@@ -262,7 +262,6 @@ def open_archive(
     try:
         if reconcile:
             archive.reconcile()
-            blobs.create_buckets_in_background()
     except Exception:
         archive.close()
         index.db.close()

@@ -3,8 +3,7 @@
 A file reaches its final name only by ``rename`` after ``fsync``, and the directory is
 fsynced after the rename, so after a crash a final name always holds a complete
 instance. Paths derive from the (validated) SOP Instance UID, spread over 4096
-folders by a hash so that no folder grows huge; the first process creates the folders
-in the background at startup (``create_buckets``).
+folders by a hash so that no folder grows huge.
 """
 
 from __future__ import annotations
@@ -12,17 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from pacsd.server.storage.uids import require_uid
 
 log = logging.getLogger("pacsd.core.storage")
-
-#: Instances are spread over 16**BUCKET_DIGITS folders by a hash of their UID.
-BUCKET_DIGITS = 3
-BUCKETS = 16**BUCKET_DIGITS
 
 
 class BlobStore:
@@ -37,7 +31,7 @@ class BlobStore:
 
     def path_for(self, sop_instance_uid: str) -> Path:
         uid = require_uid(sop_instance_uid, "SOP Instance UID")
-        bucket = hashlib.sha1(uid.encode(), usedforsecurity=False).hexdigest()[:BUCKET_DIGITS]
+        bucket = hashlib.sha1(uid.encode(), usedforsecurity=False).hexdigest()[:3]
         path = self.root / bucket / f"{uid}.dcm"
         # Belt and braces: a validated UID cannot escape, but never write outside root.
         if path.parent.parent != self.root:
@@ -69,41 +63,6 @@ class BlobStore:
         os.rename(tmp_path, final)
         _fsync_dir(bucket)
         return final
-
-    def create_buckets(self) -> int:
-        """Create every bucket folder not there yet; returns how many were made.
-
-        On a new store nearly every one of the first few thousand instances lands in a
-        bucket of its own and pays for a ``mkdir`` and an fsync of the root on its
-        C-STORE path (~0.2 ms each on this machine's disk). Made all at once, ahead,
-        with one fsync (``open_archive`` runs this in the background at startup); a
-        C-STORE that needs a bucket before then still creates it itself.
-        """
-        existing = {entry.name for entry in os.scandir(self.root) if entry.is_dir()}
-        names = [f"{i:0{BUCKET_DIGITS}x}" for i in range(BUCKETS)]
-        made = 0
-        for name in names:
-            if name not in existing:
-                (self.root / name).mkdir(exist_ok=True)
-                made += 1
-        if made:
-            _fsync_dir(self.root)
-        self._buckets.update(names)  # durable now: commits skip the mkdir and root fsync
-        return made
-
-    def create_buckets_in_background(self) -> threading.Thread:
-        def run() -> None:
-            try:
-                made = self.create_buckets()
-            except OSError as exc:
-                log.warning("cannot create the blob store's folders ahead: %s", exc)
-            else:
-                if made:
-                    log.debug("created %d blob store folders", made)
-
-        thread = threading.Thread(target=run, name="pacsd-blob-buckets", daemon=True)
-        thread.start()
-        return thread
 
     def write_temp(self, data: bytes) -> Path:
         """Write bytes to a new temporary file (for datasets that arrived in memory)."""
