@@ -57,16 +57,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from tests.conftest import _start
-
-    started = _start(tmp_path_factory.mktemp("invalid"))
-    yield started
-    started.proc.terminate()
-    started.proc.wait(15)
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_invalid_pdu_is_aborted_at_once(server: PacsdProcess, case: str) -> None:
     chunks = CASES[case]

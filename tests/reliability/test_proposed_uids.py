@@ -21,16 +21,6 @@ NON_CONFORMANT = "1.2.840.10008.5.1.4.1.1.02"  # a component with a leading zero
 PROMPT = 1.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from tests.conftest import _start
-
-    started = _start(tmp_path_factory.mktemp("uids"))
-    yield started
-    started.proc.terminate()
-    started.proc.wait(15)
-
-
 def _accepted_contexts(answer: wire.Answer) -> dict[int, tuple[int, str]]:
     """context ID -> (result, transfer syntax) from an A-ASSOCIATE-AC (PS3.8 9.3.3)."""
     assert answer.first == wire.ASSOCIATE_AC, answer

@@ -15,23 +15,12 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
 from pydicom.dataset import Dataset
 
 from tests.conftest import PacsdProcess
 from tests.reliability import wire
 
 PROMPT = 1.0
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from tests.conftest import _start
-
-    started = _start(tmp_path_factory.mktemp("reading-thread"))
-    yield started
-    started.proc.terminate()
-    started.proc.wait(15)
 
 
 def threads(pid: int) -> int:
