@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,47 +169,78 @@ def _extras(ds: Dataset, keys: tuple[str, ...], columns: set[str]) -> dict[str, 
     return extra.to_json_dict(bulk_data_threshold=1 << 20, bulk_data_element_handler=None)
 
 
-def record_from_dataset(ds: Dataset, transfer_syntax: str) -> InstanceRecord:
-    """Build the index record; raises UnreadableInstance when UIDs are missing or invalid."""
+#: Record fields filled with an attribute's text, and the attribute.
+_TEXT_FIELDS = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "birth_date": "PatientBirthDate",
+    "sex": "PatientSex",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_description": "StudyDescription",
+    "referring_physician": "ReferringPhysicianName",
+    "modality": "Modality",
+    "series_number": "SeriesNumber",
+    "series_description": "SeriesDescription",
+    "series_date": "SeriesDate",
+    "body_part": "BodyPartExamined",
+    "instance_number": "InstanceNumber",
+}
+#: Record fields filled with a UID that must be present and valid: (attribute, its name).
+_UID_FIELDS = {
+    "study_uid": ("StudyInstanceUID", "Study Instance UID"),
+    "series_uid": ("SeriesInstanceUID", "Series Instance UID"),
+    "sop_instance_uid": ("SOPInstanceUID", "SOP Instance UID"),
+    "sop_class_uid": ("SOPClassUID", "SOP Class UID"),
+}
+
+
+def _record(
+    text: Callable[[str], str],
+    transfer_syntax: str,
+    extras: Callable[[], tuple[dict[str, Any], ...]],
+) -> InstanceRecord:
+    """The record from an attribute's text (either reader's). A missing or invalid UID
+    raises UnreadableInstance before anything else is read; then the text fields, then
+    ``extras`` (per level: patient, study, series, instance)."""
     try:
-        study_uid = require_uid(_text(ds, "StudyInstanceUID"), "Study Instance UID")
-        series_uid = require_uid(_text(ds, "SeriesInstanceUID"), "Series Instance UID")
-        sop_uid = require_uid(_text(ds, "SOPInstanceUID"), "SOP Instance UID")
-        sop_class = require_uid(_text(ds, "SOPClassUID"), "SOP Class UID")
+        uids: dict[str, Any] = {
+            f: require_uid(text(key), name) for f, (key, name) in _UID_FIELDS.items()
+        }
     except ValueError as exc:
         raise UnreadableInstance(str(exc)) from exc
+    texts: dict[str, Any] = {field: text(key) for field, key in _TEXT_FIELDS.items()}
+    patient, study, series, instance = extras()
     return InstanceRecord(
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        birth_date=_text(ds, "PatientBirthDate"),
-        sex=_text(ds, "PatientSex"),
-        study_uid=study_uid,
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician=_text(ds, "ReferringPhysicianName"),
-        series_uid=series_uid,
-        modality=_text(ds, "Modality"),
-        series_number=_text(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        series_date=_text(ds, "SeriesDate"),
-        body_part=_text(ds, "BodyPartExamined"),
-        sop_instance_uid=sop_uid,
-        sop_class_uid=sop_class,
-        instance_number=_text(ds, "InstanceNumber"),
+        **texts,
+        **uids,
         transfer_syntax=transfer_syntax,
-        patient_attrs=_extras(ds, PATIENT_KEYS, _PATIENT_COLUMNS),
-        study_attrs=_extras(ds, STUDY_KEYS, _STUDY_COLUMNS),
-        series_attrs=_extras(ds, SERIES_KEYS, _SERIES_COLUMNS),
-        instance_attrs=_extras(ds, INSTANCE_KEYS, _INSTANCE_COLUMNS),
+        patient_attrs=patient,
+        study_attrs=study,
+        series_attrs=series,
+        instance_attrs=instance,
+    )
+
+
+def record_from_dataset(ds: Dataset, transfer_syntax: str) -> InstanceRecord:
+    """Build the index record; raises UnreadableInstance when UIDs are missing or invalid."""
+    return _record(
+        lambda keyword: _text(ds, keyword),
+        transfer_syntax,
+        lambda: (
+            _extras(ds, PATIENT_KEYS, _PATIENT_COLUMNS),
+            _extras(ds, STUDY_KEYS, _STUDY_COLUMNS),
+            _extras(ds, SERIES_KEYS, _SERIES_COLUMNS),
+            _extras(ds, INSTANCE_KEYS, _INSTANCE_COLUMNS),
+        ),
     )
 
 
 def _fast_record(path: Path) -> InstanceRecord | None:
     """The record from the raw header (``fast_header``), or None when pydicom must read
-    the file. Raises UnreadableInstance for missing or invalid UIDs, as pydicom's path."""
+    the file (also for missing or invalid UIDs: pydicom's path says why, in its words)."""
     try:
         syntax, raw = fast_header.read(path, _WANTED)
         texts = {k: fast_header.text(*raw[k]) for k in _COLUMN_KEYS if k in raw}
@@ -226,40 +258,9 @@ def _fast_record(path: Path) -> InstanceRecord | None:
     except Exception:  # pydicom refused one extra element: let it judge the whole file
         return None
     try:
-        study_uid = require_uid(texts.get("StudyInstanceUID", ""), "Study Instance UID")
-        series_uid = require_uid(texts.get("SeriesInstanceUID", ""), "Series Instance UID")
-        sop_uid = require_uid(texts.get("SOPInstanceUID", ""), "SOP Instance UID")
-        sop_class = require_uid(texts.get("SOPClassUID", ""), "SOP Class UID")
+        return _record(lambda keyword: texts.get(keyword, ""), syntax, lambda: attrs)
     except ValueError:
-        return None  # pydicom's path says why, in its words
-    t = texts.get
-    return InstanceRecord(
-        patient_id=t("PatientID", ""),
-        patient_name=t("PatientName", ""),
-        birth_date=t("PatientBirthDate", ""),
-        sex=t("PatientSex", ""),
-        study_uid=study_uid,
-        study_date=t("StudyDate", ""),
-        study_time=t("StudyTime", ""),
-        accession_number=t("AccessionNumber", ""),
-        study_id=t("StudyID", ""),
-        study_description=t("StudyDescription", ""),
-        referring_physician=t("ReferringPhysicianName", ""),
-        series_uid=series_uid,
-        modality=t("Modality", ""),
-        series_number=t("SeriesNumber", ""),
-        series_description=t("SeriesDescription", ""),
-        series_date=t("SeriesDate", ""),
-        body_part=t("BodyPartExamined", ""),
-        sop_instance_uid=sop_uid,
-        sop_class_uid=sop_class,
-        instance_number=t("InstanceNumber", ""),
-        transfer_syntax=syntax,
-        patient_attrs=attrs[0],
-        study_attrs=attrs[1],
-        series_attrs=attrs[2],
-        instance_attrs=attrs[3],
-    )
+        return None
 
 
 def read_instance(path: Path, fast: bool = True) -> InstanceRecord:
