@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from pacsd.server.control import principal
+from pacsd.server.control.method_handlers import Behaviour, wrapped
 from pacsd.server.logbus import AUDIT, AUDIT_LOGGER
 
 audit_log = logging.getLogger(AUDIT_LOGGER)
@@ -161,25 +162,23 @@ class AuditInterceptor(grpc.ServerInterceptor):
         method = str(handler_call_details.method)
         if handler is None or handler.unary_unary is None or not audited(method):
             return handler
-        inner = handler.unary_unary
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            raised = True
-            try:
-                response = inner(request, context)
-                raised = False
-                return response
-            finally:
+        def audit(inner: Behaviour) -> Behaviour:
+            def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+                started = time.perf_counter()
+                raised = True
                 try:
-                    record(method, request, context, started, raised)
-                except Exception:  # the audit must never change the call's outcome
-                    logging.getLogger("pacsd.core.control").exception(
-                        "cannot write the audit record of %s", method
-                    )
+                    response = inner(request, context)
+                    raised = False
+                    return response
+                finally:
+                    try:
+                        record(method, request, context, started, raised)
+                    except Exception:  # the audit must never change the call's outcome
+                        logging.getLogger("pacsd.core.control").exception(
+                            "cannot write the audit record of %s", method
+                        )
 
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return behaviour
+
+        return wrapped(handler, audit)

@@ -32,6 +32,7 @@ from pacsd.admin.v1 import errors_pb2
 from pacsd.server.config import ControlToken, Settings
 from pacsd.server.control import audit
 from pacsd.server.control.errors import ControlError
+from pacsd.server.control.method_handlers import Behaviour, wrapped
 from pacsd.server.control.principal import CURRENT, Principal
 from pacsd.server.control.roles import Role, required_role
 
@@ -147,9 +148,6 @@ def _common_name(auth_context: Mapping[str, Any]) -> str | None:
     return names[0].decode("utf-8", errors="replace") if names else None
 
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
-
-
 class AuthInterceptor(grpc.ServerInterceptor):
     """Admits a call only with credentials whose role covers the method."""
 
@@ -168,30 +166,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         required = required_role(method)
         if required is None:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard(method, required, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._guard(method, required, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._guard(method, required, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(
-            self._guard(method, required, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrapped(handler, lambda inner: self._guard(method, required, inner))
 
     def _guard(self, method: str, required: Role, inner: Behaviour) -> Behaviour:
         """``inner`` behind the credentials check.

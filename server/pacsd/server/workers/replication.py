@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from pacsd.server.control.method_handlers import Behaviour, wrapped
 
 if TYPE_CHECKING:
     from pacsd.server.workers.supervisor import Supervisor
@@ -81,24 +82,22 @@ class ReplicationInterceptor(grpc.ServerInterceptor):
         method = str(handler_call_details.method)
         if handler is None or handler.unary_unary is None or method not in REPLICATED:
             return handler
-        inner = handler.unary_unary
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            supervisor = self._supervisor()
-            if supervisor is None:
-                return inner(request, context)
-            with supervisor.changing():
-                # A failed call aborts (raises) here and is not repeated anywhere.
-                response = inner(request, context)
-                if _is_change(request):
-                    supervisor.replicate(method, request.SerializeToString())
-                return response
+        def replicate(inner: Behaviour) -> Behaviour:
+            def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+                supervisor = self._supervisor()
+                if supervisor is None:
+                    return inner(request, context)
+                with supervisor.changing():
+                    # A failed call aborts (raises) here and is not repeated anywhere.
+                    response = inner(request, context)
+                    if _is_change(request):
+                        supervisor.replicate(method, request.SerializeToString())
+                    return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return behaviour
+
+        return wrapped(handler, replicate)
 
 
 def _is_change(request: Any) -> bool:
