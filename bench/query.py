@@ -179,6 +179,19 @@ def start_pacsd(data_dir: Path, pacsd: str | None = None) -> Server:
     raise SystemExit(f"pacsd did not start: {(data_dir / 'pacsd.stderr').read_text()[-2000:]}")
 
 
+def query_identifier(level: str, keys: dict[str, str]) -> Any:
+    """A C-FIND identifier: the level's return keys empty, ``keys`` matched."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword in RETURN_KEYS[level]:
+        setattr(ds, keyword, "")
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
 def queries(count: int) -> list[tuple[str, str, dict[str, str]]]:
     """(label, level, keys) with values that exist in the synthetic index."""
     study = min(count // (PER_SERIES * SERIES_PER_STUDY) // 2, 10**9)
@@ -378,18 +391,12 @@ def _status(command: bytes) -> int:
 
 def lean_measure(port: int, count: int, repeat: int) -> dict[str, dict[str, Any]]:
     """Per query: p50/p95 and p50 to the first match with ``LeanFindClient``."""
-    from pydicom.dataset import Dataset
 
     client = LeanFindClient(port)
     out: dict[str, dict[str, Any]] = {}
     try:
         for label, level, keys in queries(count):
-            ds = Dataset()
-            ds.QueryRetrieveLevel = level
-            for keyword in RETURN_KEYS[level]:
-                setattr(ds, keyword, "")
-            for keyword, value in keys.items():
-                setattr(ds, keyword, value)
+            ds = query_identifier(level, keys)
             times, firsts, matches = [], [], 0
             for _ in range(repeat):
                 request = client.request(ds)
@@ -410,7 +417,6 @@ def lean_measure(port: int, count: int, repeat: int) -> dict[str, dict[str, Any]
 
 
 def measure(port: int, count: int, repeat: int, server_pid: int = 0) -> dict[str, Any]:
-    from pydicom.dataset import Dataset
     from pynetdicom import AE
     from pynetdicom.sop_class import (
         StudyRootQueryRetrieveInformationModelFind,
@@ -434,12 +440,7 @@ def measure(port: int, count: int, repeat: int, server_pid: int = 0) -> dict[str
             times, firsts, matches = [], [], 0
             cpu_before = server_cpu_ms(server_pid) if server_pid else 0.0
             for _ in range(repeat):
-                ds = Dataset()
-                ds.QueryRetrieveLevel = level
-                for keyword in RETURN_KEYS[level]:
-                    setattr(ds, keyword, "")
-                for keyword, value in keys.items():
-                    setattr(ds, keyword, value)
+                ds = query_identifier(level, keys)
                 t0 = time.perf_counter()
                 found = 0
                 for status, identifier in assoc.send_c_find(
