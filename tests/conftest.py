@@ -69,6 +69,20 @@ class PacsdProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it holds ``text``.
+
+        A peer can see a refusal before the server has logged why (the alert goes out
+        first), so a line that follows a peer's exit is waited for, not read at once.
+        """
+        deadline = time.monotonic() + timeout
+        log = self.stderr()
+        while text not in log and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.stderr()
+        assert text in log, f"{text!r} not logged within {timeout}s"
+        return log
+
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)
 

@@ -261,7 +261,7 @@ def test_association_requested_hook_rejects_with_reason(
         "Calling AE Title Not Recognized" in text
         or "calling AE title not recognized" in text.lower()
     ), text
-    assert "BADGUY is not welcome" in pacsd.stderr()
+    pacsd.wait_for_log("BADGUY is not welcome")
     assert store_echo(pacsd.dicom_port, calling="GOODGUY") == 0
 
 

@@ -126,7 +126,7 @@ def test_address_allow_list(pacsd: PacsdProcess, client: Client) -> None:
     refused = echoscu(pacsd.dicom_port, "FARAWAY")
     assert refused.returncode != 0
     assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
-    assert "'FARAWAY' may not connect from 127.0.0.1" in pacsd.stderr()
+    pacsd.wait_for_log("'FARAWAY' may not connect from 127.0.0.1")
     for allowed in ("NEAR", "BYNAME", "EXACT"):
         run = echoscu(pacsd.dicom_port, allowed)
         assert run.returncode == 0, (allowed, run.stdout + run.stderr)
