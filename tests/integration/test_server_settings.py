@@ -11,8 +11,9 @@ import pytest
 from pacsd.client import Client
 from pacsd.client.errors import FailedPrecondition, InvalidArgument
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
 
 from tests.conftest import PacsdProcess, run_pacsctl
 from tests.integration.dicom_peers import small_instance
@@ -112,6 +113,51 @@ def test_handler_time_limit_applies_to_the_next_request(pacsd_no_storage: PacsdP
             assoc.release()
     assert statuses[0] == 0x0000
     assert statuses[1] != 0x0000  # the slow handler (1.5 s) ran past 0.3 s
+
+
+def test_a_store_past_its_limit_is_answered_then_the_association_aborted(
+    pacsd_no_storage: PacsdProcess,
+) -> None:
+    """The handler runs on the association's own thread: at the limit the watchdog
+    answers the request, then aborts the association, whose thread the handler still
+    holds. The handler's late answer is never sent."""
+    server = pacsd_no_storage
+    received: list[tuple[int, int]] = []
+
+    def on_message(event: Event) -> None:
+        command = event.message.command_set
+        received.append((int(command.MessageIDBeingRespondedTo), int(command.Status)))
+
+    with Client(server.endpoint) as client:
+        client.addins.load(str(SLOW_ADDIN))
+        client.server.update_settings(handler_time_limit=0.3)
+        ae = AE(ae_title="SETTINGSCU")
+        ae.add_requested_context(SECONDARY_CAPTURE, ExplicitVRLittleEndian)
+        assoc = ae.associate(
+            "127.0.0.1",
+            server.dicom_port,
+            ae_title=server.ae_title,
+            evt_handlers=[(evt.EVT_DIMSE_RECV, on_message)],
+        )
+        started = time.monotonic()
+        status = int(assoc.send_c_store(small_instance(), msg_id=7).Status)
+        # Answered at the limit, not when the 1.5 s handler returned, then aborted.
+        assert time.monotonic() - started < 1.2
+        deadline = time.monotonic() + 1
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert assoc.is_aborted and time.monotonic() - started < 1.2
+        # The handler returns at 1.5 s: its answer must not follow.
+        time.sleep(1.5)
+        # The server serves on: a new association stores (the handler times out again).
+        again = associate(server, SECONDARY_CAPTURE)
+        assert int(again.send_c_store(small_instance(), msg_id=8).Status) == 0x0110
+        slow = client.addins.get("slow")
+    assert status == 0x0110
+    assert received == [(7, 0x0110)]
+    assert slow.counters.timeouts == 2
+    server.wait_for_log("past its 0.3s time limit: the request had been answered")
+    assert "Traceback" not in server.stderr()
 
 
 def test_log_level_changes_the_default_level(pacsd: PacsdProcess) -> None:

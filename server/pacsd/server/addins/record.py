@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from pacsd.addin import Addin, AddinContext, DimseFailure
 from pacsd.server.addins.registry import AddinSource
+from pacsd.server.addins.watchdog import WATCHDOG
 
 T = TypeVar("T")
 
@@ -32,6 +33,11 @@ class AddinState(StrEnum):
 
 class HandlerTimeout(Exception):
     """A handler ran past its time limit; it was answered with a failure status."""
+
+
+class LateReturn(HandlerTimeout):
+    """A handler returned after its time limit, when its request had been answered
+    (``AddinRecord.call_answered``): its result is dropped."""
 
 
 #: Upper bounds (seconds) of the call-latency histogram the metrics endpoint exports.
@@ -139,6 +145,59 @@ class AddinRecord:
                 self._record(elapsed, failed)
                 if not self._inflight:
                     self._lock.notify_all()
+
+    def call_answered(
+        self,
+        fn: Callable[..., T],
+        arg: Any,
+        time_limit: float | None,
+        answer: Callable[[], None],
+    ) -> T:
+        """Run ``fn(arg)`` on this thread; at the time limit ``answer()`` runs on the
+        watchdog thread (watchdog.py) to answer the request with a failure, and the call
+        counts as timed out and no longer in flight, as with :meth:`call`.
+
+        When a handler past its limit returns, this raises :class:`LateReturn` and the
+        caller must not answer again. Exceptions of an in-time call propagate.
+        """
+        if time_limit is None:
+            return self.call(fn, arg, None)
+        with self._lock:
+            self._inflight += 1
+        started = time.perf_counter()
+
+        def expire() -> None:
+            self._timed_out(time_limit)
+            self._settle(time_limit, failed=True)
+            answer()
+
+        ticket = WATCHDOG.arm(time_limit, expire)
+        error: BaseException | None = None
+        failed = False
+        try:
+            result = fn(arg)
+        except DimseFailure as exc:  # a deliberate answer, not a fault of the add-in
+            error = exc
+        except BaseException as exc:
+            error, failed = exc, True
+        elapsed = time.perf_counter() - started
+        if not ticket.finish():
+            raise LateReturn(
+                f"add-in {self.name} returned {elapsed:.1f}s after its call began, past "
+                f"its {time_limit:g}s time limit: the request had been answered with a "
+                "failure, its result is dropped"
+            ) from error
+        self._settle(elapsed, failed)
+        if error is not None:
+            raise error
+        return result
+
+    def _settle(self, elapsed: float, failed: bool) -> None:
+        with self._lock:
+            self._inflight -= 1
+            self._record(elapsed, failed)
+            if not self._inflight:
+                self._lock.notify_all()
 
     def call_batch(
         self,

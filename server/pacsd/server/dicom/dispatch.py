@@ -11,8 +11,11 @@ status, and both are logged and counted against the add-in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,12 +35,13 @@ from pacsd.addin import (
 )
 from pacsd.addin.requests import _Lazy
 from pacsd.server import logcontext
-from pacsd.server.addins.record import BATCH_ITEMS, HandlerTimeout
+from pacsd.server.addins.record import BATCH_ITEMS, HandlerTimeout, LateReturn
 from pacsd.server.addins.routing import Route, RoutingTable
 from pacsd.server.dicom import policy, send_path
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.spool import SpoolFile
 from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import (
     PresentationContext,
@@ -109,11 +113,62 @@ class Dispatcher:
         with logcontext.association(request.association):
             return route.record.call(route.handler, request, self._limit(route))
 
+    def _call_answered(self, route: Route, request: Any, event: Event) -> Any:
+        """``_call`` for a C-STORE, run on this thread: at the time limit the watchdog
+        answers the request with a failure itself (``_answer_at_limit``)."""
+        limit = self._limit(route)
+        serving = threading.current_thread()
+        with logcontext.association(request.association):
+            return route.record.call_answered(
+                route.handler,
+                request,
+                limit,
+                lambda: self._answer_at_limit(route, event, limit, serving),
+            )
+
+    def _answer_at_limit(
+        self, route: Route, event: Event, limit: float | None, serving: threading.Thread
+    ) -> None:
+        """Answer a C-STORE whose handler is still running at its limit, then abort the
+        association (on the watchdog thread).
+
+        The association's serving thread is inside the handler, so nothing else on the
+        association can be served until the add-in lets go, maybe never: the peer gets its
+        answer, then an A-ABORT, and may go on with a new association. Once the answer
+        is sent, the request's identity goes into the association's ``pacsd_answered``,
+        so the answer pynetdicom builds when the handler returns is dropped (engine.py);
+        the handler's thread cannot get that far before this ends (watchdog.Ticket).
+        """
+        rq: Any = event.request
+        assoc: Any = event.assoc
+        context_id = int(event.context.context_id)
+        status = FAILURE[Service.C_STORE]
+        log.error(
+            "add-in %s exceeded its %gs time limit in its C-STORE handler; answered "
+            "0x%04X and aborted the association (its thread is still in the handler)",
+            route.addin,
+            limit,
+            status,
+        )
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = rq.MessageID
+        rsp.AffectedSOPClassUID = rq.AffectedSOPClassUID
+        rsp.AffectedSOPInstanceUID = rq.AffectedSOPInstanceUID
+        rsp.Status = status
+        try:
+            assoc.dimse.send_msg(rsp, context_id)
+        finally:
+            answered: set[tuple[int, int]] = assoc.__dict__.setdefault("pacsd_answered", set())
+            answered.add((context_id, int(rq.MessageID)))
+            _abort_held(assoc, reading_thread_held=serving is assoc.dul)
+
     def _failure(self, route: Route, exc: BaseException) -> int:
         service = route.spec.service
         if isinstance(exc, DimseFailure):
             return _with_comment(exc.status, exc.comment)
-        if isinstance(exc, HandlerTimeout):
+        if isinstance(exc, LateReturn):
+            log.warning("%s", exc)
+        elif isinstance(exc, HandlerTimeout):
             log.error("%s; answered %s with a failure", exc, service)
         else:
             log.error(
@@ -189,7 +244,7 @@ class Dispatcher:
             dataset_path=spooled.path if spooled is not None else None,
         )
         try:
-            return self._status(route, self._call(route, request))
+            return self._status(route, self._call_answered(route, request, event))
         except Exception as exc:
             return self._failure(route, exc)
         finally:
@@ -478,6 +533,26 @@ def _move_contexts(
         str(cx.abstract_syntax) for cx in StoragePresentationContexts
     )
     return [build_context(uid, uncompressed) for uid in uids[:128]]
+
+
+#: A-ABORT PDU: source 0 (service user), reason 0 (PS3.8 9.3.8).
+_A_ABORT_PDU = b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+
+
+def _abort_held(assoc: Any, reading_thread_held: bool) -> None:
+    """Abort an association whose serving thread a handler holds past its limit."""
+    if not reading_thread_held:
+        # The upper layer's thread still reads and writes: it sends the A-ABORT.
+        assoc.acse.send_abort(0x00)
+        return
+    # The upper layer's own thread is the one in the handler: nothing else touches the
+    # socket, so write the A-ABORT here and shut the connection. When the handler
+    # returns, that thread finds the connection closed and ends the association.
+    sock = assoc.dul.socket
+    with contextlib.suppress(Exception):
+        sock.send(_A_ABORT_PDU)
+    with contextlib.suppress(Exception):
+        sock.socket.shutdown(socket.SHUT_RDWR)
 
 
 def _with_comment(status: int, comment: str) -> Any:

@@ -155,6 +155,14 @@ class PacsdDIMSE(DIMSEServiceProvider):
             pdu_guard.refuse_message(self.assoc.dul, exc)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        answered = getattr(self.assoc, "pacsd_answered", None)
+        if answered:
+            key = (context_id, getattr(primitive, "MessageIDBeingRespondedTo", None))
+            if key in answered:
+                # The watchdog answered this request at its handler's time limit
+                # (dispatch._answer_at_limit); this is the late handler's answer.
+                answered.discard(key)
+                return
         override = getattr(self.assoc, "pacsd_status_override", None)
         if override is not None and override[0] == getattr(
             primitive, "MessageIDBeingRespondedTo", None
