@@ -88,7 +88,10 @@ def _store_elsewhere(port: int) -> float:
 
 def test_slow_peers_are_closed_after_their_timeout_and_others_go_on(server: PacsdProcess) -> None:
     port = server.dicom_port
-    _store_elsewhere(port)  # warm up: worker threads that live as long as the server start
+    # Warm up: threads that live as long as the server start (a C-ECHO's handler runs on
+    # the add-in pool, whose first thread would otherwise appear during the test).
+    _store_elsewhere(port)
+    assert wire.echo_ok(port)
     baseline = procstats.usage(server.proc.pid)
     results: dict[str, wire.Answer] = {}
     store_started = threading.Event()
