@@ -139,12 +139,7 @@ class AddinRecord:
             failed = False  # a deliberate answer, not a fault of the add-in
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                self._inflight -= 1
-                self._record(elapsed, failed)
-                if not self._inflight:
-                    self._lock.notify_all()
+            self._settle(time.perf_counter() - started, failed)
 
     def call_answered(
         self,
@@ -193,6 +188,7 @@ class AddinRecord:
         return result
 
     def _settle(self, elapsed: float, failed: bool) -> None:
+        """A call no longer in flight: count it, and wake an unload waiting for it."""
         with self._lock:
             self._inflight -= 1
             self._record(elapsed, failed)
