@@ -5,7 +5,7 @@ waiting at the limit cost two thread wake-ups and a GIL hand-over per instance: 
 a fifth of the ingest rate here (bench/README.md). A handler now runs where its request
 is served, and one watchdog thread keeps the deadlines. If a handler is still running at
 its deadline, the watchdog runs the call's expiry action (dispatch answers the request
-with a failure status, see ``Dispatcher.handle_store``); when the handler finally
+with a failure status, see ``Dispatcher._answer_at_limit``); when the handler finally
 returns, the caller learns that its result came too late (:meth:`Ticket.finish`).
 
 Whichever of the two comes first wins, under the ticket's lock: the expiry action runs

@@ -37,7 +37,7 @@ from pacsd.addin.requests import _Lazy
 from pacsd.server import logcontext
 from pacsd.server.addins.record import BATCH_ITEMS, HandlerTimeout, LateReturn
 from pacsd.server.addins.routing import Route, RoutingTable
-from pacsd.server.dicom import policy, send_path
+from pacsd.server.dicom import pdu_guard, policy, send_path
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.spool import SpoolFile
 from pydicom.dataset import Dataset
@@ -535,10 +535,6 @@ def _move_contexts(
     return [build_context(uid, uncompressed) for uid in uids[:128]]
 
 
-#: A-ABORT PDU: source 0 (service user), reason 0 (PS3.8 9.3.8).
-_A_ABORT_PDU = b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-
-
 def _abort_held(assoc: Any, reading_thread_held: bool) -> None:
     """Abort an association whose serving thread a handler holds past its limit."""
     if not reading_thread_held:
@@ -550,7 +546,7 @@ def _abort_held(assoc: Any, reading_thread_held: bool) -> None:
     # returns, that thread finds the connection closed and ends the association.
     sock = assoc.dul.socket
     with contextlib.suppress(Exception):
-        sock.send(_A_ABORT_PDU)
+        sock.send(pdu_guard.a_abort(0x00))
     with contextlib.suppress(Exception):
         sock.socket.shutdown(socket.SHUT_RDWR)
 

@@ -148,6 +148,16 @@ def _quiet_protocol_loggers() -> None:
             logging.getLogger(name).addFilter(_OneLine())
 
 
+def a_abort(source: int) -> bytes:
+    """An encoded A-ABORT PDU (reason not specified) from ``source`` (0x00 service
+    user, 0x02 service provider), for writing to the socket when the upper layer's
+    thread cannot send it through the state machine."""
+    pdu = A_ABORT_RQ()
+    pdu.source = source
+    pdu.reason_diagnostic = 0x00
+    return bytes(pdu.encode())
+
+
 def refuse_message(dul: DULServiceProvider, exc: Exception) -> None:
     """A P-DATA-TF whose message cannot be decoded (a command set without a command
     field, a PDV that breaks the fragment rules): abort like an invalid PDU. Called on
@@ -232,10 +242,7 @@ class GuardedDUL(DULServiceProvider):
                     self._idle_timer.restart()
             except Exception:
                 log.exception("upper layer failed; aborting the association")
-                abort_pdu = A_ABORT_RQ()
-                abort_pdu.source = 0x02
-                abort_pdu.reason_diagnostic = 0x00
-                sock.send(abort_pdu.encode())
+                sock.send(a_abort(0x02))
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
                 self.assoc._kill = True
