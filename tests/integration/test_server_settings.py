@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pacsd.client import Client
@@ -23,11 +24,15 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 SLOW_ADDIN = Path(__file__).resolve().parents[1] / "addins" / "slow.py"
 
 
-def associate(server: PacsdProcess, *contexts: str) -> Association:
+def associate(
+    server: PacsdProcess, *contexts: str, evt_handlers: list[Any] | None = None
+) -> Association:
     ae = AE(ae_title="SETTINGSCU")
     for uid in contexts or (VERIFICATION,):
         ae.add_requested_context(uid, ExplicitVRLittleEndian)
-    return ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title)
+    return ae.associate(
+        "127.0.0.1", server.dicom_port, ae_title=server.ae_title, evt_handlers=evt_handlers
+    )
 
 
 def test_settings_show_every_value_and_which_apply_at_runtime(pacsd: PacsdProcess) -> None:
@@ -131,13 +136,8 @@ def test_a_store_past_its_limit_is_answered_then_the_association_aborted(
     with Client(server.endpoint) as client:
         client.addins.load(str(SLOW_ADDIN))
         client.server.update_settings(handler_time_limit=0.3)
-        ae = AE(ae_title="SETTINGSCU")
-        ae.add_requested_context(SECONDARY_CAPTURE, ExplicitVRLittleEndian)
-        assoc = ae.associate(
-            "127.0.0.1",
-            server.dicom_port,
-            ae_title=server.ae_title,
-            evt_handlers=[(evt.EVT_DIMSE_RECV, on_message)],
+        assoc = associate(
+            server, SECONDARY_CAPTURE, evt_handlers=[(evt.EVT_DIMSE_RECV, on_message)]
         )
         started = time.monotonic()
         status = int(assoc.send_c_store(small_instance(), msg_id=7).Status)
