@@ -292,3 +292,40 @@ def test_tokens_never_reach_the_logs(
     ) in who
     assert ("pacsd.admin.v1.ServerService/StopServer", "", "UNAUTHENTICATED") in who
     assert "StopServer by token:operator-bot (ipv4:127.0.0.1:" in logs["log_file"]
+
+
+def test_the_token_flag_works_alone_and_wins_over_the_variable(
+    secured: PacsdProcess, tokens: dict[str, Token], tmp_path: Path
+) -> None:
+    """``--token`` is what scripts without an environment use; when both are given the
+    flag is the more specific choice, so it must be the credential sent."""
+    viewer, operator = tokens["viewer"].secret, tokens["operator"].secret
+    forged = "pacsd_" + "B" * 43
+    alone = pacsctl(secured, "--token", viewer, "-w", "json", "status")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["server"]["state"] == "SERVER_STATE_RUNNING"
+    # A forged variable does not matter when the flag holds a good token...
+    stop = pacsctl(secured, "--token", operator, "-w", "json", "server", "stop", token=forged)
+    assert stop.returncode == 0, stop.stderr
+    assert json.loads(stop.stdout)["server"]["state"] == "SERVER_STATE_STOPPED"
+    # ... and an operator's variable lends nothing to a viewer's flag.
+    start = pacsctl(secured, "--token", viewer, "server", "start", token=operator)
+    assert start.returncode == EXIT_AUTH
+    assert "(PERMISSION_DENIED/PERMISSION_DENIED)" in start.stderr
+    wrong = pacsctl(secured, "--token", forged, "server", "start", token=operator)
+    assert wrong.returncode == EXIT_AUTH
+    assert "TOKEN_INVALID" in wrong.stderr and forged not in wrong.stderr
+    with Client(secured.endpoint, token=operator) as client:
+        assert client.server.get().state == server_pb2.SERVER_STATE_STOPPED
+        client.server.start()
+    # A shut-down server has written all its logs.
+    with Client(secured.endpoint, token=tokens["admin"].secret) as client:
+        client.shutdown(grace_period=0)
+    secured.wait()
+    for text in (secured.stderr(), (tmp_path / "pacsd.log").read_text()):
+        # The audit names who the flag's token was, never the token.
+        assert "StopServer by token:operator-bot (ipv4:127.0.0.1:" in text
+        assert "StartServer by token:viewer-bot (ipv4:127.0.0.1:" in text
+        assert "UNAUTHENTICATED/TOKEN_INVALID" in text
+        for secret in (viewer, operator, forged):
+            assert secret not in text
