@@ -251,27 +251,61 @@ def test_query_retrieve_and_echo_without_permission_are_refused(
         assert f"{service} from STOREONLY (127.0.0.1) refused with 0x0124" in log
 
 
-def test_n_services_need_their_permission(pacsd_no_storage: PacsdProcess) -> None:
-    server = pacsd_no_storage
-    with Client(server.endpoint) as c:
-        c.addins.load(Path(__file__).parent.parent / "addins" / "qr.py")
+MPPS = "1.2.840.10008.3.1.2.3.3"
+PRINTER = "1.2.840.10008.5.1.1.16"
+PRINTER_INSTANCE = "1.2.840.10008.5.1.1.17"  # the well-known Printer SOP Instance
+FILM_SESSION = "1.2.840.10008.5.1.1.1"
+
+
+def _n_statuses(port: int, calling: str) -> dict[str, int]:
+    """The status of each DIMSE-N request ``calling`` sends in one association."""
+    assoc = _associate(port, calling, MPPS, PRINTER, StorageCommitmentPushModel, FILM_SESSION)
+    assert assoc.is_established
+    commitment = Dataset()
+    commitment.TransactionUID = "1.2.3.99"
+    attributes = Dataset()
+    attributes.PerformedProcedureStepStatus = "IN PROGRESS"
+    try:
+        created, _ = assoc.send_n_create(attributes, MPPS, "1.2.3.10")
+        changed, _ = assoc.send_n_set(attributes, MPPS, "1.2.3.10")
+        got, _ = assoc.send_n_get([0x21100010], PRINTER, PRINTER_INSTANCE)
+        acted, _ = assoc.send_n_action(commitment, 1, StorageCommitmentPushModel, "1.2.3.11")
+        reported, _ = assoc.send_n_event_report(
+            commitment, 1, StorageCommitmentPushModel, "1.2.3.11"
+        )
+        deleted = assoc.send_n_delete(FILM_SESSION, "1.2.3.12")
+        answers = (created, changed, got, acted, reported, deleted)
+        services = ("N-CREATE", "N-SET", "N-GET", "N-ACTION", "N-EVENT-REPORT", "N-DELETE")
+        return {service: int(rsp.Status) for service, rsp in zip(services, answers, strict=True)}
+    finally:
+        assoc.release()
+
+
+def test_n_services_need_their_permission(pacsd: PacsdProcess) -> None:
+    """Each DIMSE-N service is refused without ``n-services``, N-DELETE also without
+    ``delete``; the add-in answers success to all, so only the policy can refuse."""
+    with Client(pacsd.endpoint) as c:
+        c.addins.load(Path(__file__).parent.parent / "addins" / "n_services.py")
         c.aetitles.create("NOPE", "127.0.0.1", 104, permissions=["echo", "store"])
-        c.aetitles.create("COMMIT", "127.0.0.1", 104, permissions=["n-services"])
-    info = Dataset()
-    info.TransactionUID = "1.2.3.99"
-    for calling, expected in (("NOPE", NOT_AUTHORIZED), ("COMMIT", 0x0000)):
-        assoc = _associate(server.dicom_port, calling, StorageCommitmentPushModel)
-        assert assoc.is_established
-        try:
-            status, _ = assoc.send_n_action(
-                info, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1"
-            )
-            assert int(status.Status) == expected, calling
-        finally:
-            assoc.release()
-    assert "N-ACTION from NOPE (127.0.0.1) refused with 0x0124: no n-services permission" in (
-        server.stderr()
-    )
+        c.aetitles.create("DELETER", "127.0.0.1", 104, permissions=["delete"])
+        c.aetitles.create("NSVC", "127.0.0.1", 104, permissions=["n-services"])
+        c.aetitles.create("ADMIN", "127.0.0.1", 104, permissions=["n-services", "delete"])
+    everything = ("N-CREATE", "N-SET", "N-GET", "N-ACTION", "N-EVENT-REPORT", "N-DELETE")
+    refused = dict.fromkeys(everything, NOT_AUTHORIZED)
+    allowed = dict.fromkeys(everything, 0x0000)
+    assert _n_statuses(pacsd.dicom_port, "NOPE") == refused
+    assert _n_statuses(pacsd.dicom_port, "DELETER") == refused
+    assert _n_statuses(pacsd.dicom_port, "NSVC") == {**allowed, "N-DELETE": NOT_AUTHORIZED}
+    assert _n_statuses(pacsd.dicom_port, "ADMIN") == allowed
+    with Client(pacsd.endpoint) as c:
+        calls = c.addins.invoke("n_services", "calls")
+    # Refused requests never reached the add-in.
+    assert calls == {**dict.fromkeys(everything, 2), "N-DELETE": 1}
+    log = pacsd.stderr()
+    for service in everything:
+        assert f"{service} from NOPE (127.0.0.1) refused with 0x0124: no n-services" in log
+    assert "N-DELETE from NSVC (127.0.0.1) refused with 0x0124: no delete permission" in log
+    assert "N-DELETE from DELETER (127.0.0.1) refused with 0x0124: no n-services permission" in log
 
 
 def _store(port: int, calling: str, ds: Dataset) -> int:
