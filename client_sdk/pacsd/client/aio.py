@@ -2,10 +2,17 @@
 
 Same surface as ``Client`` and ``Fleet``, with ``await`` in front: services that already
 run an event loop (a web backend, an orchestration agent watching hundreds of nodes) can
-drive pacsd without a thread per call. ``AsyncClient`` has ``server``, ``addins``,
-``aetitles`` and ``storage`` with the methods, arguments, results and errors of the
-synchronous namespaces (``tests/fleet/test_aio.py`` checks that the signatures match);
-only ``iter_studies`` is an async iterator.
+drive pacsd without a thread per call. ``AsyncClient`` has every namespace of
+``Client`` (``server``, ``addins``, ``aetitles``, ``storage``, ``logs``,
+``associations``, ``security``) with the methods, arguments, results and errors of the
+synchronous ones (``tests/fleet/test_aio.py`` checks that the signatures match).
+Unary calls are coroutines; ``iter_studies`` is an async generator, and the streams
+(``logs.stream``, ``associations.watch``) are plain calls returning an ``AsyncStream``,
+an async iterator that is also an async context manager::
+
+    async with client.logs.stream(follow=True, level="WARNING") as records:
+        async for record in records:
+            print(record.source, record.message)
 
     import asyncio
     from pacsd.client.aio import AsyncFleet
@@ -29,7 +36,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 import grpc.aio
@@ -38,12 +45,21 @@ from pacsd.admin.v1 import (
     addins_pb2_grpc,
     aetitles_pb2,
     aetitles_pb2_grpc,
+    associations_pb2,
+    associations_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     storage_pb2,
     storage_pb2_grpc,
 )
 from pacsd.client import _health
+from pacsd.client import associations as _associations
+from pacsd.client import logs as _logs
+from pacsd.client._stream import DropCallback
 from pacsd.client.addins import AddinChange, SettingsChange, from_struct, to_struct
 from pacsd.client.aetitles import (
     _ECHO_SLACK,
@@ -64,6 +80,7 @@ from pacsd.client.credentials import Credentials, PathArg, resolve
 from pacsd.client.errors import InternalError, InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.fleet import FleetBase, FleetResults, ServerResult
 from pacsd.client.inventory import DEFAULT_PARALLELISM, FleetServer, Selector
+from pacsd.client.logs import LevelChange, LogLevels, level_value
 from pacsd.client.storage import (
     Deletion,
     StudiesPage,
@@ -77,11 +94,15 @@ from pacsd.client.storage import (
 __all__ = [
     "AsyncAETitlesAPI",
     "AsyncAddinsAPI",
+    "AsyncAssociationsAPI",
     "AsyncBroadcast",
     "AsyncClient",
     "AsyncFleet",
+    "AsyncLogsAPI",
+    "AsyncSecurityAPI",
     "AsyncServerAPI",
     "AsyncStorageAPI",
+    "AsyncStream",
 ]
 
 T = TypeVar("T")
@@ -126,6 +147,9 @@ class AsyncClient:
         self.addins = AsyncAddinsAPI(self)
         self.aetitles = AsyncAETitlesAPI(self)
         self.storage = AsyncStorageAPI(self)
+        self.logs = AsyncLogsAPI(self)
+        self.associations = AsyncAssociationsAPI(self)
+        self.security = AsyncSecurityAPI(self)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.HealthCheckRequest.SerializeToString,
@@ -183,11 +207,92 @@ class AsyncClient:
                 return await method(request, timeout=deadline)
             return await method(request, timeout=deadline, metadata=self._metadata)
         except grpc.RpcError as exc:
-            # As in Client: a DEADLINE_EXCEEDED on a channel that never got ready means
-            # nothing usable is there (unreachable), not a slow server.
-            state = self._channel.get_state(try_to_connect=False)
-            connected = state is grpc.ChannelConnectivity.READY
-            raise from_rpc_error(exc, self.endpoint, connected=connected) from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: grpc.RpcError) -> PacsdError:
+        # As in Client: a DEADLINE_EXCEEDED on a channel that never got ready means
+        # nothing usable is there (unreachable), not a slow server.
+        state = self._channel.get_state(try_to_connect=False)
+        connected = state is grpc.ChannelConnectivity.READY
+        return from_rpc_error(exc, self.endpoint, connected=connected)
+
+    def _open_stream(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Start a server-streaming call with the client's call metadata."""
+        if self._closed:
+            raise ValueError("this AsyncClient is closed")
+        if self._metadata is None:
+            return method(request, timeout=timeout)
+        return method(request, timeout=timeout, metadata=self._metadata)
+
+
+class AsyncStream(Generic[T]):
+    """``Stream`` on grpc.aio: the items of one server stream, as an async iterator.
+
+    Every gRPC failure arrives as a ``PacsdError``; ``cancel()`` (or leaving an
+    ``async with`` block) ends it quietly; the server's "dropped N" notices are counted
+    in ``dropped`` and handed to ``on_dropped`` rather than mixed with the items.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        call: Any,
+        split: Callable[[Any], tuple[T | None, Any]],
+        on_dropped: DropCallback | None = None,
+    ) -> None:
+        self._client = client
+        self._call = call
+        self._split = split
+        self._on_dropped = on_dropped
+        self._cancelled = False
+        #: Items the server dropped for this stream so far (its latest total).
+        self.dropped = 0
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            if self._cancelled:
+                raise StopAsyncIteration
+            try:
+                response = await self._call.read()
+            except asyncio.CancelledError:
+                # grpc.aio reports a call cancelled here as CancelledError; a
+                # cancellation of the task reading it must still propagate.
+                if self._cancelled:
+                    raise StopAsyncIteration from None
+                raise
+            except grpc.RpcError as exc:
+                if self._cancelled and exc.code() is grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from None
+                raise self._client._error(exc) from exc
+            if response is grpc.aio.EOF:
+                raise StopAsyncIteration
+            item, dropped = self._split(response)
+            if dropped is not None:
+                self.dropped = int(dropped.total)
+                if self._on_dropped is not None:
+                    self._on_dropped(int(dropped.count), int(dropped.total))
+                continue
+            if item is not None:
+                return item
+
+    def cancel(self) -> None:
+        """End the stream; iteration stops without an error. Safe to call twice."""
+        self._cancelled = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
 
 
 class AsyncServerAPI:
@@ -600,6 +705,156 @@ class AsyncStorageAPI:
         return _deletion(response)
 
 
+class AsyncLogsAPI:
+    """As ``LogsAPI``, awaited; ``stream`` returns an ``AsyncStream``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._stub = logs_pb2_grpc.LogServiceStub(client._channel)
+
+    def stream(
+        self,
+        *,
+        follow: bool = False,
+        tail: int = 0,
+        level: str | int | None = None,
+        sources: Iterable[str] = (),
+        association_id: str = "",
+        ae_title: str = "",
+        on_dropped: DropCallback | None = None,
+        timeout: float | None = None,
+    ) -> AsyncStream[logs_pb2.LogRecord]:
+        """As ``LogsAPI.stream``: ``async for record in client.logs.stream(...)``."""
+        if tail < 0:
+            raise InvalidArgument(
+                "tail must not be negative", reason="INVALID_ARGUMENT", metadata={"field": "tail"}
+            )
+        request = logs_pb2.StreamLogsRequest(
+            min_level=level_value(level, "level") if level is not None else 0,  # type: ignore[arg-type]
+            sources=list(sources),
+            association_id=association_id,
+            ae_title=ae_title,
+            tail=tail,
+            follow=follow,
+        )
+        deadline = timeout if timeout is not None or follow else self._client.timeout
+        call = self._client._open_stream(self._stub.StreamLogs, request, deadline)
+        return AsyncStream(self._client, call, _logs._split, on_dropped)
+
+    async def tail(self, count: int = 100, **filters: object) -> list[logs_pb2.LogRecord]:
+        """As ``LogsAPI.tail``: the last ``count`` records kept in memory."""
+        async with self.stream(tail=count, **filters) as records:  # type: ignore[arg-type]
+            return [record async for record in records]
+
+    async def levels(self, *, timeout: float | None = None) -> LogLevels:
+        response = await self._client._call(
+            self._stub.GetLogLevels, logs_pb2.GetLogLevelsRequest(), timeout
+        )
+        return LogLevels.of(response.levels)
+
+    async def set_level(
+        self, level: str | int | None, source: str = "", *, timeout: float | None = None
+    ) -> LevelChange:
+        """As ``LogsAPI.set_level``."""
+        value = 0 if level is None else level_value(level)
+        if value == 0 and not source:
+            raise InvalidArgument(
+                "the default level cannot be unset; give a level",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "level"},
+            )
+        request = logs_pb2.SetLogLevelRequest(source=source, level=value)  # type: ignore[arg-type]
+        response = await self._client._call(self._stub.SetLogLevel, request, timeout)
+        return LevelChange(LogLevels.of(response.levels), response.changed)
+
+
+_AssociationList = list[associations_pb2.Association]
+
+
+class AsyncAssociationsAPI:
+    """As ``AssociationsAPI``, awaited; ``watch`` returns an ``AsyncStream``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._stub = associations_pb2_grpc.AssociationServiceStub(client._channel)
+
+    async def list(self, *, page_size: int = 0, timeout: float | None = None) -> _AssociationList:
+        out: _AssociationList = []
+        token = ""
+        seen: set[str] = set()
+        while True:
+            request = associations_pb2.ListAssociationsRequest(
+                page_size=page_size, page_token=token
+            )
+            response = await self._client._call(self._stub.ListAssociations, request, timeout)
+            out.extend(response.associations)
+            token = response.next_page_token
+            if not token:
+                return out
+            if token in seen:
+                raise InternalError(
+                    f"ListAssociations returned page token {token!r} twice",
+                    endpoint=self._client.endpoint,
+                )
+            seen.add(token)
+
+    async def get(
+        self, association_id: str, *, timeout: float | None = None
+    ) -> associations_pb2.Association:
+        response = await self._client._call(
+            self._stub.GetAssociation,
+            associations_pb2.GetAssociationRequest(id=association_id),
+            timeout,
+        )
+        return response.association
+
+    async def abort(
+        self, association_id: str, *, timeout: float | None = None
+    ) -> associations_pb2.Association:
+        response = await self._client._call(
+            self._stub.AbortAssociation,
+            associations_pb2.AbortAssociationRequest(id=association_id),
+            timeout,
+        )
+        return response.association
+
+    def watch(
+        self,
+        *,
+        association_id: str = "",
+        ae_title: str = "",
+        lifecycle_only: bool = False,
+        on_dropped: DropCallback | None = None,
+        timeout: float | None = None,
+    ) -> AsyncStream[associations_pb2.AssociationEvent]:
+        """As ``AssociationsAPI.watch``: ``async for event in client.associations.watch()``."""
+        request = associations_pb2.WatchEventsRequest(
+            association_id=association_id, ae_title=ae_title, lifecycle_only=lifecycle_only
+        )
+        call = self._client._open_stream(self._stub.WatchEvents, request, timeout)
+        return AsyncStream(self._client, call, _associations._split, on_dropped)
+
+
+class AsyncSecurityAPI:
+    """As ``SecurityAPI``, awaited."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._stub = security_pb2_grpc.SecurityServiceStub(client._channel)
+
+    async def certificates(self, *, timeout: float | None = None) -> security_pb2.TlsStatus:
+        response = await self._client._call(
+            self._stub.GetCertificates, security_pb2.GetCertificatesRequest(), timeout
+        )
+        return response.tls
+
+    async def reload(self, *, timeout: float | None = None) -> security_pb2.TlsStatus:
+        response = await self._client._call(
+            self._stub.ReloadCertificates, security_pb2.ReloadCertificatesRequest(), timeout
+        )
+        return response.tls
+
+
 # -- the fleet ----------------------------------------------------------------------------
 
 
@@ -731,6 +986,18 @@ class AsyncFleet(FleetBase):
     @property
     def storage(self) -> AsyncBroadcast:
         return AsyncBroadcast(self, ("storage",))
+
+    @property
+    def logs(self) -> AsyncBroadcast:
+        return AsyncBroadcast(self, ("logs",))
+
+    @property
+    def associations(self) -> AsyncBroadcast:
+        return AsyncBroadcast(self, ("associations",))
+
+    @property
+    def security(self) -> AsyncBroadcast:
+        return AsyncBroadcast(self, ("security",))
 
     def broadcast(self, *path: str) -> AsyncBroadcast:
         return AsyncBroadcast(self, path)

@@ -279,9 +279,11 @@ class Fleet(FleetBase):
     ``run(fn)`` calls ``fn(client)`` for every server, at most ``parallelism`` at once,
     and returns ``FleetResults``: never raises because a server failed, whatever ``fn``
     raised (each call's deadline is ``timeout``, as for ``Client``). ``fleet.server``,
-    ``fleet.addins``, ``fleet.aetitles`` and ``fleet.storage`` broadcast any method of
-    the matching ``Client`` namespace: ``fleet.addins.list()`` is
-    ``fleet.run(lambda c: c.addins.list())``.
+    ``fleet.addins``, ``fleet.aetitles``, ``fleet.storage``, ``fleet.logs``,
+    ``fleet.associations`` and ``fleet.security`` broadcast any unary method of the
+    matching ``Client`` namespace: ``fleet.addins.list()`` is
+    ``fleet.run(lambda c: c.addins.list())``. (Streams are read per server; merging
+    them is the caller's choice, as ``pacsctl logs -f`` on a fleet does.)
     """
 
     def __init__(
@@ -439,6 +441,18 @@ class Fleet(FleetBase):
     @property
     def storage(self) -> Broadcast:
         return Broadcast(self, ("storage",))
+
+    @property
+    def logs(self) -> Broadcast:
+        return Broadcast(self, ("logs",))
+
+    @property
+    def associations(self) -> Broadcast:
+        return Broadcast(self, ("associations",))
+
+    @property
+    def security(self) -> Broadcast:
+        return Broadcast(self, ("security",))
 
     def broadcast(self, *path: str) -> Broadcast:
         """A broadcast of any client attribute path, e.g. a namespace added later:
