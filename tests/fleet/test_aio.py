@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from pacsd.admin.v1 import associations_pb2
 from pacsd.client import (
@@ -25,9 +26,11 @@ from pacsd.client import (
     InvalidArgument,
     LogsAPI,
     NotFound,
+    PacsdError,
     ServerUnavailable,
 )
 from pacsd.client.aio import AsyncAssociationsAPI, AsyncLogsAPI, AsyncSecurityAPI, AsyncStream
+from pacsd.client.inventory import FleetServer
 from pacsd.client.security import SecurityAPI
 from pynetdicom import AE
 
@@ -432,3 +435,62 @@ def test_async_security_reads_and_reloads_tls_certificates(
     assert after.certificates[0].sha256_fingerprint == reloaded.certificates[0].sha256_fingerprint
     assert after.certificates[0].sha256_fingerprint != before.certificates[0].sha256_fingerprint
     assert reason == "CERTIFICATE_INVALID"
+
+
+# -- AsyncFleet: bounded parallelism, per-call deadline --------------------------------------
+
+
+def test_async_fleet_runs_at_most_parallelism_calls_at_once(pacsd: PacsdProcess) -> None:
+    """Eight entries for one live server, parallelism 3. Each call holds its slot until
+    three calls are in flight (or every call has started), so an unbounded fleet
+    would show all eight at once and a bound of 3 shows exactly 3."""
+    servers = [FleetServer(f"pacs{i}", pacsd.endpoint) for i in range(8)]
+    seen: dict[str, int] = {"active": 0, "peak": 0, "started": 0}
+
+    async def scenario() -> Any:
+        full = asyncio.Event()
+
+        async def call(client: AsyncClient) -> int:
+            seen["active"] += 1
+            seen["started"] += 1
+            seen["peak"] = max(seen["peak"], seen["active"])
+            try:
+                pid = (await client.server.get()).pid
+                if seen["active"] >= 3 or seen["started"] == len(servers):
+                    full.set()
+                await asyncio.wait_for(full.wait(), 10)
+                return pid
+            finally:
+                seen["active"] -= 1
+
+        async with AsyncFleet(servers, timeout=10, parallelism=3) as fleet:
+            return await fleet.run(call)
+
+    results = asyncio.run(scenario())
+    assert results.ok, results.errors()
+    assert set(results.values().values()) == {pacsd.proc.pid}
+    assert (seen["started"], seen["peak"]) == (8, 3)
+
+
+def test_async_fleet_call_ends_at_its_deadline_on_a_silent_server(pacsd: PacsdProcess) -> None:
+    """A listener that accepts TCP connections and never says a word costs its own
+    deadline, no more, and only its own result fails."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        quiet = f"127.0.0.1:{silent.getsockname()[1]}"
+
+        async def scenario() -> Any:
+            async with AsyncFleet([pacsd.endpoint, quiet], timeout=0.8) as fleet:
+                start = time.monotonic()
+                results = await fleet.server.get()
+                return results, time.monotonic() - start
+
+        results, seconds = asyncio.run(scenario())
+    live, dead = results
+    assert live.ok and live.unwrap().pid == pacsd.proc.pid
+    assert not dead.ok and dead.server.endpoint == quiet
+    assert isinstance(dead.error, PacsdError)
+    assert dead.error.code is grpc.StatusCode.DEADLINE_EXCEEDED and dead.unreachable
+    assert 0.8 <= dead.seconds < 3.0, dead.seconds
+    assert seconds < 3.0, seconds
