@@ -1,9 +1,10 @@
 """DICOM over TLS: DCMTK and Python ssl peers against a real pacsd with the security add-in.
 
 Mutual TLS with DCMTK's ``echoscu +tls`` / ``storescu +tls``, refusals (no client
-certificate, TLS 1.0/1.1, TLS 1.2 below a 1.3 minimum, plain DICOM on the TLS port), a
-silent client that must not stall the accept loop, the TLS-only mode and the TLS port
-following the server's start/stop/pause and the security add-in's load/unload.
+certificate, TLS 1.0/1.1, TLS 1.2 below a 1.3 minimum, TLS 1.2 suites outside a custom
+cipher list, plain DICOM on the TLS port), a silent client that must not stall the
+accept loop, the TLS-only mode and the TLS port following the server's start/stop/pause
+and the security add-in's load/unload.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from pacsd.builtin.security import BCP195_CIPHERS
 from pacsd.client import Client
 from pacsd.client.errors import PacsdError
 from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests import corpus
 from tests.conftest import LISTENING, PacsdProcess, console_script
@@ -312,3 +316,46 @@ def test_many_concurrent_tls_associations(mutual: PacsdProcess, pki: Pki) -> Non
     for t in threads:
         t.join(60)
     assert results == [0] * 6
+
+
+def test_a_custom_cipher_list_is_what_tls_1_2_clients_get(
+    start_pacsd: object, tmp_path: Path, pki: Pki
+) -> None:
+    """An operator narrowing ``ciphers`` must see TLS 1.2 clients outside the list
+    refused: suites the built-in BCP 195 default allows are no longer negotiated."""
+    config = tls_config(tmp_path, pki, ciphers="ECDHE-RSA-AES256-GCM-SHA384")
+    server: PacsdProcess = start_pacsd(["--config", str(config)])  # type: ignore[operator]
+    port = tls_port(server)
+
+    def tls12(ciphers: str) -> ssl.SSLContext:
+        context = client_context(pki, maximum=ssl.TLSVersion.TLSv1_2)
+        context.set_ciphers(ciphers)
+        return context
+
+    # Both suites are in the default list, which prefers the AES-128 one.
+    both = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
+    with handshake(port, tls12(both)) as tls:
+        assert tls.version() == "TLSv1.2"
+        assert tls.cipher()[0] == "ECDHE-RSA-AES256-GCM-SHA384"
+    outside = tls12("ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256")
+    before = rejected(server)
+    with pytest.raises(ssl.SSLError):
+        handshake(port, outside).close()
+    server.wait_for_log("no cipher suite in common with the client")
+    assert rejected(server) == before + 1
+
+    # DICOM runs over the suite in the list.
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSD", tls_args=(tls12(both), "127.0.0.1"))
+    assert assoc.is_established
+    try:
+        assert int(assoc.send_c_echo().Status) == 0
+    finally:
+        assoc.release()
+
+    # A live change back to the default admits the refused client again.
+    with Client(server.endpoint) as client:
+        assert client.addins.update_settings("security", ciphers=BCP195_CIPHERS).changed
+    with handshake(port, outside) as tls:
+        assert tls.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
