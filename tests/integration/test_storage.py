@@ -76,6 +76,11 @@ def test_storescu_corpus_is_stored_bit_for_bit(
     src = tmp_path / "src"
     files = corpus.series_files(src, 3, patient_id="P1", modality="CT", sop_class=corpus.CT_IMAGE)
     files += corpus.series_files(src, 2, patient_id="P2", patient_name="ROE^RICHARD")
+    # Past the spool's page-cached head (direct.HEAD), and past its staging buffer.
+    files += [
+        corpus.write(corpus.instance(patient_id="P4", pixels=side), src)
+        for side in (300, 1100)
+    ]
     jpeg = src / "jpeg.dcm"
     rle = src / "rle.dcm"
     for tool, target, args in (("dcmcjpeg", jpeg, ["+e1"]), ("dcmcrle", rle, [])):

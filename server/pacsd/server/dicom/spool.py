@@ -19,7 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
-from pacsd.server.dicom import dimse_decode, spool_files
+from pacsd.server.dicom import dimse_decode, direct, spool_files
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
@@ -105,6 +105,12 @@ class SpoolFile:
     """An append-only file that swallows write errors and remembers the first one.
 
     Offers what pynetdicom expects of its temporary file (``name``, ``close``).
+
+    The first ``direct.HEAD`` bytes are written through the page cache: the header parse
+    reads them back at once, and a small instance is written whole that way. Past them
+    the file is written with ``O_DIRECT`` from a page-aligned staging buffer
+    (``direct.py`` says why and measures it); where the file system refuses direct I/O
+    every byte goes through the page cache, with writeback started as it grows.
     """
 
     def __init__(self, path: Path, header: bytes) -> None:
@@ -113,53 +119,74 @@ class SpoolFile:
         #: Where the dataset starts (after the File Meta Information).
         self.offset = len(header)
         self.error: OSError | None = None
-        self._fh: Any = None
-        #: Bytes written so far, and how far writeback to disk was started.
+        self._fd = -1
+        #: Bytes in the file so far, and how far writeback to disk was started.
         self._written = self._flushed = 0
+        #: The staging buffer once the file went direct (bytes waiting in it: _staged).
+        self._stage: direct.Stage | None = None
+        self._staged = 0
         try:
-            # Unbuffered: fragments arrive in PDU-sized pieces, and a big buffer per file
-            # cost more to allocate than it saved. A file created ahead of time if one is
-            # ready (spool_files.py says why).
+            # A file created ahead of time if one is ready (spool_files.py says why).
             fd = spool_files.for_folder(path.parent).take_into(path)
-            target: Any = path if fd is None else fd
-            self._fh = open(target, "wb", buffering=0)  # noqa: SIM115 - kept open across PDUs
+            if fd is None:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            self._fd = fd
             self.write(header)
         except OSError as exc:
             self._fail(exc)
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._fh is None:
+        if self._fd < 0:
             return
         view = memoryview(data)
-        size = len(view)
         try:
-            while view:  # a raw write may be short
-                view = view[self._fh.write(view) :]
+            if self._stage is None:
+                room = direct.HEAD - self._written
+                if len(view) <= room or not direct.usable(self.path.parent):
+                    self._write_through(view)
+                    return
+                self._write_through(view[:room])
+                view = view[room:]
+                self._stage = direct.start(self._fd, self.path.parent)
+                if self._stage is None:  # the file system said no: page cache from now on
+                    self._write_through(view)
+                    return
+            self._staged = self._stage.add(self._fd, view, self._staged)
         except OSError as exc:
             self._fail(exc)
-            return
+
+    def _write_through(self, view: memoryview) -> None:
+        size = len(view)
+        while view:  # a raw write may be short
+            view = view[os.write(self._fd, view) :]
         self._written += size
         if self._written - self._flushed >= WRITEBACK_BYTES:
-            _start_writeback(self._fh.fileno(), self._flushed, self._written - self._flushed)
+            _start_writeback(self._fd, self._flushed, self._written - self._flushed)
             self._flushed = self._written
 
     def finish(self) -> None:
-        """Flush buffered data so the file is complete on disk (not yet fsynced), and
-        start writing its tail out: the fsync that makes it durable comes after dispatch
-        and the header parse, and by then has less (or nothing) left to wait for."""
-        if self._fh is None:
+        """Write what is still staged, so the file is complete (not yet fsynced), and
+        start writing its cached tail out: the fsync that makes it durable comes after
+        dispatch and the header parse, and by then has less (or nothing) to wait for."""
+        if self._fd < 0:
             return
-        try:
-            self._fh.flush()
-        except OSError as exc:
-            self._fail(exc)
-            return
+        stage, self._stage = self._stage, None
+        if stage is not None:
+            try:
+                tail = stage.finish(self._fd, self._staged)
+                self._written = os.lseek(self._fd, 0, os.SEEK_CUR)
+                self._flushed = self._written - tail
+            except OSError as exc:
+                self._fail(exc)
+                return
+            finally:
+                stage.release()
         if self._written > self._flushed:
-            _start_writeback(self._fh.fileno(), self._flushed, 0)  # 0: to the end
+            _start_writeback(self._fd, self._flushed, 0)  # 0: to the end
             self._flushed = self._written
 
     def fileno(self) -> int:
-        return int(self._fh.fileno()) if self._fh is not None else -1
+        return self._fd
 
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
@@ -178,10 +205,13 @@ class SpoolFile:
             log.error("cannot remove %s: %s", self.path, exc)
 
     def close(self) -> None:
-        fh, self._fh = self._fh, None
-        if fh is not None:
+        stage, self._stage = self._stage, None
+        if stage is not None:
+            stage.release()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
             try:
-                fh.close()
+                os.close(fd)
             except OSError as exc:
                 if self.error is None:
                     self.error = exc
