@@ -140,6 +140,22 @@ def _write_as_is(ds: Any, path: Path) -> Path:
     return path
 
 
+def test_bucket_folders_are_prepared_at_startup(pacsd: PacsdProcess) -> None:
+    """All 4096 of them, off the serving threads, so a young store's C-STOREs do not
+    each wait for a new folder and an fsync of the root."""
+    root = pacsd.data_dir / "blobs"
+    deadline = time.monotonic() + 20
+    while len(os.listdir(root)) < 4096:
+        assert time.monotonic() < deadline, f"{len(os.listdir(root))} bucket folders"
+        time.sleep(0.05)
+    assert sorted(os.listdir(root)) == [f"{n:03x}" for n in range(4096)]
+    path = corpus.write(corpus.instance(), pacsd.data_dir.parent / "src")
+    out = storescu(pacsd.dicom_port, path)
+    assert out.returncode == 0, out.stderr
+    assert len(blob_files(pacsd)) == 1
+    assert "Traceback" not in pacsd.stderr()
+
+
 def test_dataset_disagreeing_with_command_is_refused(pacsd: PacsdProcess, tmp_path: Path) -> None:
     ds = corpus.instance()
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # the command will say this

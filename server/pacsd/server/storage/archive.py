@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -266,4 +267,17 @@ def open_archive(
         archive.close()
         index.db.close()
         raise
+    threading.Thread(
+        target=_prepare_buckets, args=(blobs,), name="pacsd-buckets", daemon=True
+    ).start()
     return archive
+
+
+def _prepare_buckets(blobs: BlobStore) -> None:
+    try:
+        made = blobs.prepare_buckets()
+    except OSError as exc:  # a store going away under it (tests), a full disk...
+        log.info("bucket folders not prepared ahead (%s): made as instances arrive", exc)
+        return
+    if made:
+        log.debug("%d bucket folders prepared", made)

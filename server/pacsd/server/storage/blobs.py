@@ -18,6 +18,9 @@ from pacsd.server.storage.uids import require_uid
 
 log = logging.getLogger("pacsd.core.storage")
 
+#: The bucket folders: the first three hex digits of the SHA-1 of the UID.
+BUCKETS = tuple(f"{n:03x}" for n in range(4096))
+
 
 class BlobStore:
     def __init__(self, data_dir: Path) -> None:
@@ -28,6 +31,29 @@ class BlobStore:
         #: Bucket folders known to exist with a durable entry in the root (they are
         #: never removed while the store is open).
         self._buckets: set[str] = set()
+
+    def prepare_buckets(self, chunk: int = 256) -> int:
+        """Create every missing bucket folder ahead of need; returns how many were made.
+
+        On a young store nearly every instance lands in a bucket that does not exist
+        yet, and ``commit`` then pays a ``mkdir`` and an fsync of the root on the
+        peer's time (~0.3 ms each time here). Run once at startup, off the serving
+        threads (``open_archive``): the folders already listed become known after one
+        fsync of the root makes their entries durable, the missing ones are made in
+        chunks, each chunk known once the root's fsync after it returns. ``commit``
+        still creates a bucket it needs before this got to it.
+        """
+        listed = {entry.name for entry in os.scandir(self.root) if entry.is_dir()}
+        _fsync_dir(self.root)
+        self._buckets.update(listed)
+        missing = [name for name in BUCKETS if name not in listed]
+        for start in range(0, len(missing), chunk):
+            names = missing[start : start + chunk]
+            for name in names:
+                os.makedirs(self.root / name, exist_ok=True)
+            _fsync_dir(self.root)
+            self._buckets.update(names)
+        return len(missing)
 
     def path_for(self, sop_instance_uid: str) -> Path:
         uid = require_uid(sop_instance_uid, "SOP Instance UID")
@@ -83,10 +109,14 @@ class BlobStore:
         _fsync_dir(path.parent)
 
     def files(self) -> Iterator[Path]:
-        """Every instance file, for reconciliation and rebuilds."""
-        for bucket in sorted(self.root.iterdir()):
-            if bucket.is_dir():
-                yield from sorted(bucket.glob("*.dcm"))
+        """Every instance file, for reconciliation and rebuilds (``scandir``: a prepared
+        store has 4096 folders, mostly empty on a young one)."""
+        buckets = sorted(entry.path for entry in os.scandir(self.root) if entry.is_dir())
+        for bucket in buckets:
+            names = sorted(
+                entry.name for entry in os.scandir(bucket) if entry.name.endswith(".dcm")
+            )
+            yield from (Path(bucket, name) for name in names)
 
     def clean_tmp(self) -> int:
         """Remove leftovers of transfers that never completed; returns how many."""

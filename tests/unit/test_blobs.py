@@ -1,0 +1,74 @@
+"""The blob store's bucket folders: prepared ahead, so a young store's commits pay no
+mkdir and no fsync of the root; files listed from every bucket in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pacsd.server.storage import blobs
+from pacsd.server.storage.blobs import BUCKETS, BlobStore
+
+UIDS = [f"1.2.826.0.1.3680043.10.1425.9.{n}" for n in range(40)]
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders the store fsyncs, in order (the real fsync still runs)."""
+    calls: list[Path] = []
+    real = blobs._fsync_dir
+
+    def record(path: Path) -> None:
+        calls.append(path)
+        real(path)
+
+    monkeypatch.setattr(blobs, "_fsync_dir", record)
+    return calls
+
+
+def _commit(store: BlobStore, uid: str) -> Path:
+    tmp = store.tmp / f"{uid}.part"
+    tmp.write_bytes(uid.encode())
+    return store.commit(tmp, uid)
+
+
+def test_prepared_buckets_spare_commits_the_mkdir_and_the_root_fsync(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    store = BlobStore(tmp_path)
+    assert store.prepare_buckets(chunk=1000) == len(BUCKETS) == 4096
+    assert sorted(p.name for p in store.root.iterdir()) == list(BUCKETS)
+    assert synced == [store.root] * 6  # once for what was listed, once per chunk
+    synced.clear()
+    for uid in UIDS:
+        final = _commit(store, uid)
+        assert final.read_bytes() == uid.encode()
+    assert store.root not in synced  # only the buckets, once per commit
+    assert len(synced) == len(UIDS)
+
+
+def test_without_preparation_a_new_bucket_costs_a_root_fsync(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    store = BlobStore(tmp_path)
+    _commit(store, UIDS[0])
+    assert synced[0] == store.root
+    assert synced[1] == store.path_for(UIDS[0]).parent
+
+
+def test_a_second_preparation_only_makes_what_is_missing(tmp_path: Path) -> None:
+    first = BlobStore(tmp_path)
+    _commit(first, UIDS[0])  # one bucket made on demand
+    again = BlobStore(tmp_path)  # a restart
+    assert again.prepare_buckets() == 4095
+    assert again.prepare_buckets() == 0
+
+
+def test_files_lists_every_instance_bucket_by_bucket(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    store.prepare_buckets()
+    finals = [_commit(store, uid) for uid in UIDS]
+    (store.root / BUCKETS[7] / "stray.part").write_bytes(b"x")  # not an instance
+    listed = list(store.files())
+    assert sorted(listed) == sorted(finals)
+    assert listed == sorted(listed, key=lambda p: (p.parent.name, p.name))
