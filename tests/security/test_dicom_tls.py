@@ -354,8 +354,12 @@ def test_a_custom_cipher_list_is_what_tls_1_2_clients_get(
     finally:
         assoc.release()
 
-    # A live change back to the default admits the refused client again.
+    # A live change back to the default admits the refused client again, and the
+    # server's order, not the client's, picks among the suites both sides know.
     with Client(server.endpoint) as client:
         assert client.addins.update_settings("security", ciphers=BCP195_CIPHERS).changed
     with handshake(port, outside) as tls:
+        assert tls.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
+    aes256_first = tls12("ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256")
+    with handshake(port, aes256_first) as tls:
         assert tls.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
