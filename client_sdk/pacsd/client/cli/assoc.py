@@ -4,6 +4,12 @@
 and ends normally on Ctrl-C. ``abort`` is for the association that is stuck or
 unwanted; it is not idempotent in the way the other changes are: an association that
 is not live is NOT_FOUND (exit 1), since there is nothing left to abort.
+
+On a fleet (``--endpoints``/``--fleet``) ``list`` runs on every server (a SERVER
+column), ``watch`` merges every server's events, and ``get``/``abort`` take
+``SERVER/ID``: association IDs are per server ("a7" exists on many), so the server is
+part of the address and only that server is asked. A plain ID is enough when the fleet
+has one server.
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 import click
 from pacsd.admin.v1 import associations_pb2
 from pacsd.client._json import message_to_dict
+from pacsd.client._stream import DropCallback, Stream
 from pacsd.client.associations import event_type_name
 from pacsd.client.cli import render
 from pacsd.client.cli._base import CliContext
+from pacsd.client.cli.fleet import ADDRESSED, FLEET_NATIVE, stream_on_fleet
 from pacsd.client.cli.storage import size_text
+from pacsd.client.client import Client
 
 # -- rendering ---------------------------------------------------------------------------
 
@@ -143,7 +153,10 @@ def assoc_list_cmd(ctx: click.Context) -> None:
 @click.argument("association_id", metavar="ID")
 @click.pass_context
 def assoc_get(ctx: click.Context, association_id: str) -> None:
-    """One live association, with its accepted presentation contexts."""
+    """One live association, with its accepted presentation contexts.
+
+    With --endpoints/--fleet, ID is SERVER/ID (e.g. pacs2/a7): only that server is asked.
+    """
     cli = _cli(ctx)
     item = cli.client().associations.get(association_id)
     cli.emit({"association": message_to_dict(item)}, assoc_detail(item))
@@ -154,7 +167,10 @@ def assoc_get(ctx: click.Context, association_id: str) -> None:
 @click.pass_context
 def assoc_abort(ctx: click.Context, association_id: str) -> None:
     """Send the peer an A-ABORT and free the association (thread, socket, any
-    half-received dataset). Returns once the connection is closed."""
+    half-received dataset). Returns once the connection is closed.
+
+    With --endpoints/--fleet, ID is SERVER/ID (e.g. pacs2/a7): only that server is asked.
+    """
     cli = _cli(ctx)
     a = cli.client().associations.abort(association_id)
     cli.emit(
@@ -175,8 +191,25 @@ def assoc_watch(
     ctx: click.Context, association_id: str, ae_title: str, lifecycle_only: bool
 ) -> None:
     """Print association events and DIMSE message summaries as they happen, until
-    Ctrl-C. With -w json each event is one line {"event": {...}}."""
+    Ctrl-C. With -w json each event is one line {"event": {...}}.
+
+    With --endpoints/--fleet, every server's events at once: each line starts with
+    the server's name ({"server": ..., "event": {...}} with -w json). A server that
+    fails is reported once and the others go on; exit 4 then.
+    """
     cli = _cli(ctx)
+    if cli.fleet is not None:
+
+        def open_stream(client: Client, on_dropped: DropCallback) -> Stream[Any]:
+            return client.associations.watch(
+                association_id=association_id,
+                ae_title=ae_title,
+                lifecycle_only=lifecycle_only,
+                on_dropped=on_dropped,
+            )
+
+        stream_on_fleet(ctx, cli, open_stream, line=event_line, key="event", noun="events")
+        return
 
     def on_dropped(count: int, total: int) -> None:
         if cli.json:
@@ -205,5 +238,9 @@ def assoc_watch(
     finally:
         stream.cancel()
 
+
+setattr(assoc_get, ADDRESSED, "association_id")
+setattr(assoc_abort, ADDRESSED, "association_id")
+setattr(assoc_watch, FLEET_NATIVE, True)  # merges the servers' streams itself
 
 COMMANDS: tuple[click.Command, ...] = (assoc,)

@@ -4,6 +4,10 @@
 certificates pacsd, DICOM peers and control-plane clients present. Commands that ask a
 running server about its certificates join the same ``certs`` group.
 
+``show`` and ``reload`` work on fleets (``--endpoints``/``--fleet``) like every server
+command; ``init`` and ``issue`` are ``LOCAL_ONLY`` and refuse fleet options: they write
+files on this machine, and "once per server" would only write the same files again.
+
 ``pacsd.client.certs`` (and so ``cryptography``) is imported inside the commands: the
 rest of pacsctl, and ``pacsd.client``, must work with only grpcio and protobuf.
 """
@@ -20,6 +24,7 @@ import click
 import grpc
 from pacsd.client.cli import render
 from pacsd.client.cli._base import CliContext
+from pacsd.client.cli.fleet import LOCAL_ONLY
 from pacsd.client.errors import PacsdError
 
 if TYPE_CHECKING:
@@ -123,8 +128,9 @@ def certs() -> None:
     """Keys and certificates for TLS (DICOM and the control plane).
 
     "init" and "issue" work locally, without a server: a development CA and the
-    certificates it signs, for servers, DICOM clients and pacsctl/SDK clients.
-    "show" and "reload" ask a running server about its DICOM TLS certificates.
+    certificates it signs, for servers, DICOM clients and pacsctl/SDK clients (no
+    --endpoints/--fleet). "show" and "reload" ask a running server (or every server
+    of a fleet) about its DICOM TLS certificates.
     """
 
 
@@ -285,6 +291,9 @@ def certs_reload(ctx: click.Context) -> None:
     tls = cli.client().security.reload()
     cli.emit({"tls": message_to_dict(tls)}, _tls_text("certificates reloaded", tls))
 
+
+for _command in (certs_init, certs_issue):
+    setattr(_command, LOCAL_ONLY, True)
 
 #: Registered by cli/main.py.
 COMMANDS: tuple[click.Command, ...] = (certs,)

@@ -8,6 +8,18 @@ results are then merged: one JSON document with an object per server, or one tab
 a SERVER column. That keeps a single definition of what each command does, and every
 command (including ones added later) gets fleet support by being registered.
 
+Three kinds of command do not fit that mould, and say so with an attribute:
+
+- streams (``logs``, ``assoc watch``) are ``FLEET_NATIVE`` and call ``stream_on_fleet``,
+  which reads every server's stream at once and merges them into one output, each line
+  or JSON line carrying its server;
+- commands naming one server's object (``assoc get/abort ID``) are ``ADDRESSED``: on a
+  fleet the ID reads ``SERVER/ID`` and the command runs on that server alone (a plain
+  ID is accepted when the fleet has exactly one server);
+- commands that act locally (``certs init/issue`` write files) are ``LOCAL_ONLY`` and
+  refuse fleet options: running them "per server" would only write the same files N
+  times on this machine.
+
 Exit status with a fleet: 0 when every server succeeded, 3 when none could be reached,
 4 otherwise (some failed or were unreachable); 2 for usage errors as always.
 """
@@ -16,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pacsd.client._json import message_to_dict
+from pacsd.client._stream import DropCallback, Stream
 from pacsd.client.cli import render
 from pacsd.client.cli._base import (
     EXIT_ERROR,
@@ -47,6 +63,10 @@ from pacsd.client.inventory import (
 #: Attribute set on commands that run per server (wrapped) or handle fleets themselves.
 FAN_OUT = "pacsctl_fan_out"
 FLEET_NATIVE = "pacsctl_fleet_native"
+#: Attribute naming the parameter that holds one server's object ID (``SERVER/ID``).
+ADDRESSED = "pacsctl_fleet_addressed"
+#: Attribute set on commands that work on local files and refuse fleet options.
+LOCAL_ONLY = "pacsctl_local_only"
 
 
 # -- choosing the servers -----------------------------------------------------------------
@@ -152,12 +172,17 @@ class _ServerCli(CliContext):
 
 def install(commands: Iterable[click.Command]) -> None:
     """Make every command in ``commands`` (groups included, recursively) run per
-    server when a fleet option is given."""
+    server when a fleet option is given; ``FLEET_NATIVE`` ones are left to handle
+    fleets themselves, ``LOCAL_ONLY`` ones refuse them."""
     for command in commands:
         setattr(command, FAN_OUT, True)
         if isinstance(command, click.Group):
             install(command.commands.values())
-        elif command.callback is not None:
+        elif getattr(command, FLEET_NATIVE, False) or command.callback is None:
+            continue
+        elif getattr(command, LOCAL_ONLY, False):
+            command.callback = _refuse_fleet(command.callback)
+        else:
             command.callback = _fan_out(command.callback)
 
 
@@ -180,11 +205,57 @@ def _fan_out(callback: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _refuse_fleet(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        cli = ctx.find_object(CliContext)
+        if cli is not None and cli.fleet is not None:
+            raise click.UsageError(
+                f"{command_key(ctx)!r} does not support --endpoints/--fleet "
+                "(it works on local files, not on servers)"
+            )
+        return callback(*args, **kwargs)
+
+    return wrapper
+
+
+def _address(
+    ctx: click.Context, fleet: Fleet, params: dict[str, Any]
+) -> tuple[list[str] | None, dict[str, Any]]:
+    """For an ``ADDRESSED`` command: the one server its ``SERVER/ID`` argument names,
+    and the parameters with the plain ID; (None, params) for other commands."""
+    name = getattr(ctx.command, ADDRESSED, None)
+    if name is None:
+        return None, params
+    value = str(params[name])
+    server, slash, ident = value.rpartition("/")
+    if not slash:
+        if len(fleet) == 1:
+            return None, params
+        example = f"{fleet.servers[0].name}/{value}"
+        raise click.UsageError(
+            f"IDs belong to one server: with a fleet of {len(fleet)} servers give "
+            f"SERVER/ID (e.g. {example!r})",
+            ctx,
+        )
+    if not server or not ident:
+        raise click.BadParameter(f"{value!r} is not SERVER/ID", ctx, param_hint="ID")
+    try:
+        fleet[server]
+    except KeyError:
+        raise click.BadParameter(
+            f"no server named {server!r} in the fleet", ctx, param_hint="ID"
+        ) from None
+    return [server], {**params, name: ident}
+
+
 def _run_on_fleet(
     ctx: click.Context, cli: CliContext, callback: Callable[..., Any], params: dict[str, Any]
 ) -> None:
     fleet = build_fleet(cli)
     with fleet:
+        names, params = _address(ctx, fleet, params)
 
         def one(server: FleetServer) -> Outcome:
             mine = _ServerCli(
@@ -207,7 +278,7 @@ def _run_on_fleet(
                 outcome.document, outcome.text = mine.outputs[-1]
             return outcome
 
-        results = fleet.map_servers(one)
+        results = fleet.map_servers(one, names=names)
     outcomes: list[Outcome] = []
     for result in results:
         if isinstance(result.error, click.ClickException):
@@ -247,6 +318,146 @@ def _unreachable(outcome: Any) -> bool:
     if hasattr(outcome, "exit_code"):
         return bool(outcome.exit_code == EXIT_UNREACHABLE)
     return bool(outcome.unreachable)
+
+
+# -- streams (logs, assoc watch) on a fleet ----------------------------------------------------
+
+#: Opens one server's stream: (its client, the callback for "dropped" notices).
+OpenStream = Callable[[Client, DropCallback], Stream[Any]]
+
+
+def stream_on_fleet(
+    ctx: click.Context,
+    cli: CliContext,
+    open_stream: OpenStream,
+    *,
+    line: Callable[[Any], str],
+    key: str,
+    noun: str,
+    sort_key: Callable[[Any], Any] | None = None,
+) -> None:
+    """Read one stream per server at once and print them as one.
+
+    Every server's stream is read on a thread of its own (a follow never ends, so
+    ``--parallelism`` cannot apply: each holds its call open); items are printed by
+    this thread alone, as they arrive, so lines never interleave. Text lines start
+    with the server's name (a SERVER column); JSON lines gain ``"server"``. A server
+    whose stream fails is reported once, when it fails (``pacsctl: error: [NAME] ...``
+    on stderr, or a ``{"server", "endpoint", "exit_code", "error"}`` line), and the
+    others go on. ``sort_key`` (for streams that end by themselves, e.g. a log tail)
+    prints all items in that order at the end instead. Ctrl-C ends every stream. Exits
+    as fleet commands do: 0, 4 when some server failed, 3 when none was reachable.
+    """
+    fleet = build_fleet(cli)
+    width = max(len(s.name) for s in fleet.servers)
+    events: queue.SimpleQueue[tuple[str, FleetServer, Any]] = queue.SimpleQueue()
+    streams: list[Stream[Any]] = []
+    lock = threading.Lock()
+    stopping = False
+
+    def read(server: FleetServer) -> None:
+        try:
+            client = fleet.client(server.name)
+
+            def dropped(count: int, total: int) -> None:
+                events.put(("dropped", server, (count, total)))
+
+            stream = open_stream(client, dropped)
+            with lock:
+                streams.append(stream)
+                if stopping:
+                    stream.cancel()
+            for item in stream:
+                events.put(("item", server, item))
+        except Exception as exc:  # one server's failure is its own
+            events.put(("error", server, exc))
+        finally:
+            events.put(("end", server, None))
+
+    def show(server: FleetServer, item: Any) -> None:
+        if cli.json:
+            document = {"server": server.name, key: message_to_dict(item)}
+            click.echo(json.dumps(document, allow_nan=False))
+        else:
+            for text in line(item).splitlines():
+                click.echo(f"{server.name:<{width}}  {text}")
+
+    errors: dict[str, Exception] = {}
+    buffered: list[tuple[Any, int, FleetServer, Any]] = []
+    order = {s.name: index for index, s in enumerate(fleet.servers)}
+    with fleet:
+        for server in fleet.servers:
+            threading.Thread(target=read, args=(server,), daemon=True).start()
+        running = len(fleet)
+        try:
+            while running:
+                kind, server, value = events.get()
+                if kind == "end":
+                    running -= 1
+                elif kind == "item" and sort_key is not None:
+                    buffered.append((sort_key(value), order[server.name], server, value))
+                elif kind == "item":
+                    show(server, value)
+                elif kind == "dropped":
+                    _stream_dropped(cli, server, noun, *value)
+                else:
+                    errors[server.name] = value
+                    _stream_error(cli, server, value)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends
+        finally:
+            with lock:
+                stopping = True
+                for stream in streams:
+                    stream.cancel()
+        buffered.sort(key=lambda entry: entry[:2])
+        for _, _, server, value in buffered:
+            show(server, value)
+    outcomes = [
+        Outcome(
+            s,
+            _error_exit_code(errors[s.name]) if s.name in errors else EXIT_OK,
+            error=errors.get(s.name),
+        )
+        for s in fleet.servers
+    ]
+    counts = summary(outcomes)
+    if counts["failed"] and not cli.json:
+        click.echo(
+            summary_line(counts["servers"], counts["failed"], counts["unreachable"]), err=True
+        )
+    ctx.exit(fleet_exit_code(outcomes))
+
+
+def _error_exit_code(error: Exception) -> int:
+    return exit_code(error) if isinstance(error, PacsdError) else EXIT_ERROR
+
+
+def _stream_error(cli: CliContext, server: FleetServer, error: Exception) -> None:
+    if cli.json:
+        document = {
+            "server": server.name,
+            "endpoint": server.endpoint,
+            "exit_code": _error_exit_code(error),
+            "error": error_to_dict(error),
+        }
+        click.echo(json.dumps(document, allow_nan=False))
+    else:
+        click.echo(error_line(server.name, error), err=True)
+
+
+def _stream_dropped(
+    cli: CliContext, server: FleetServer, noun: str, count: int, total: int
+) -> None:
+    if cli.json:
+        document = {"server": server.name, "dropped": {"count": count, "total": total}}
+        click.echo(json.dumps(document))
+    else:
+        click.echo(
+            f"pacsctl: [{server.name}] {count} {noun} dropped by the server: this reader "
+            f"fell behind ({total} in all)",
+            err=True,
+        )
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -572,6 +783,63 @@ def _studies(outcomes: Sequence[Outcome]) -> str:
     return text
 
 
+def _associations(outcomes: Sequence[Outcome]) -> str:
+    """Live associations, the SERVER/ID column being what ``assoc get/abort`` take."""
+    rows = []
+    for o in outcomes:
+        doc = _doc(o)
+        items = doc["associations"] if "associations" in doc else [doc["association"]]
+        rows += [
+            [
+                o.server.name,
+                f"{o.server.name}/{a['id']}",
+                a["calling_ae"],
+                a["called_ae"],
+                f"{a['peer_host']}:{a['peer_port']}",
+                a["start_time"] or "-",
+                f"{a['messages_received']}/{a['messages_sent']}",
+                str(len(a["accepted_contexts"])),
+                render.yes_no(a["tls"]),
+            ]
+            for a in items
+        ]
+    if not rows:
+        return "no associations"
+    return render.table(
+        rows,
+        header=[
+            "SERVER",
+            "SERVER/ID",
+            "CALLING",
+            "CALLED",
+            "PEER",
+            "STARTED",
+            "MESSAGES IN/OUT",
+            "CONTEXTS",
+            "TLS",
+        ],
+    )
+
+
+def _tls(outcomes: Sequence[Outcome]) -> str:
+    """One row per certificate per server; a server without DICOM TLS gets one row
+    saying so, so that it is not mistaken for one that failed."""
+    rows = []
+    for o in outcomes:
+        tls = _doc(o)["tls"]
+        if not tls["enabled"]:
+            rows.append([o.server.name, "-", "(no DICOM TLS listener configured)", "-", "-", "-"])
+            continue
+        where = f"{tls['host']}:{tls['port']}" if tls["listening"] else "not listening"
+        rows += [
+            [o.server.name, where, c["role"], c["subject"], c["not_after"], c["sha256_fingerprint"]]
+            for c in tls["certificates"]
+        ]
+    return render.table(
+        rows, header=["SERVER", "DICOM TLS", "ROLE", "SUBJECT", "NOT AFTER", "SHA-256"]
+    )
+
+
 _RENDERERS: dict[str, Callable[[Sequence[Outcome]], str]] = {
     "status": _servers,
     "server get": _servers,
@@ -588,4 +856,8 @@ _RENDERERS: dict[str, Callable[[Sequence[Outcome]], str]] = {
     "ae get": lambda outcomes: _ae_rows(outcomes, "ae_title"),
     "storage stats": _stats,
     "storage studies": _studies,
+    "assoc list": _associations,
+    "assoc get": _associations,
+    "certs show": _tls,
+    "certs reload": _tls,
 }

@@ -5,6 +5,10 @@ reads the same thing as someone on the machine; ``-w json`` prints JSON lines (o
 object per line, flushed as it comes) for ``jq`` and log shippers, since one JSON
 document cannot end while ``--follow`` goes on. Ctrl-C ends a follow normally
 (exit 0): it is how one stops watching, not a failure.
+
+With ``--endpoints``/``--fleet`` every server's log is read at once and merged
+(``fleet.stream_on_fleet``): each line starts with its server's name, each JSON line
+has ``"server"``; a tail is printed in time order, a follow as records arrive.
 """
 
 from __future__ import annotations
@@ -13,12 +17,16 @@ import json
 import textwrap
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 import click
 from pacsd.admin.v1 import logs_pb2
 from pacsd.client._json import message_to_dict
+from pacsd.client._stream import DropCallback, Stream
 from pacsd.client.cli import render
 from pacsd.client.cli._base import CliContext
+from pacsd.client.cli.fleet import FLEET_NATIVE, stream_on_fleet
+from pacsd.client.client import Client
 from pacsd.client.logs import LEVELS, LogLevels, level_name
 
 #: Records ``logs`` starts with: the last 100 kept, or 10 before following (as tail -f).
@@ -50,6 +58,10 @@ def levels_text(levels: LogLevels) -> str:
 
 def levels_document(levels: LogLevels) -> dict[str, object]:
     return {"default_level": levels.default, "sources": dict(levels.sources)}
+
+
+def _record_time(r: logs_pb2.LogRecord) -> tuple[int, int, int]:
+    return (r.time.seconds, r.time.nanos, r.sequence)
 
 
 def _cli(ctx: click.Context) -> CliContext:
@@ -104,10 +116,38 @@ def logs(
     line {"record": {...}}. If this reader falls behind, the server drops records
     rather than slow down, and says how many ({"dropped": {...}} with -w json, a
     line on stderr otherwise).
+
+    With --endpoints/--fleet, every server's log at once: each line starts with the
+    server's name ({"server": ..., "record": {...}} with -w json); a tail is merged
+    in time order, a follow printed as records arrive. A server that fails is
+    reported once and the others go on; exit 4 then.
     """
     cli = _cli(ctx)
     if tail is None:
         tail = DEFAULT_FOLLOW_TAIL if follow else DEFAULT_TAIL
+    if cli.fleet is not None:
+
+        def open_stream(client: Client, on_dropped: DropCallback) -> Stream[Any]:
+            return client.logs.stream(
+                follow=follow,
+                tail=tail or 0,
+                level=level,
+                sources=sources,
+                association_id=association_id,
+                ae_title=ae_title,
+                on_dropped=on_dropped,
+            )
+
+        stream_on_fleet(
+            ctx,
+            cli,
+            open_stream,
+            line=record_line,
+            key="record",
+            noun="records",
+            sort_key=None if follow else _record_time,
+        )
+        return
 
     def on_dropped(count: int, total: int) -> None:
         if cli.json:
@@ -184,7 +224,8 @@ def log_level(ctx: click.Context, level: str | None, source: str) -> None:
     cli.emit({"levels": levels_document(result.levels), "changed": result.changed}, text)
 
 
-#: Stream: one server at a time.
-COMMANDS: tuple[click.Command, ...] = (logs,)
-#: Safe to run on every server of a fleet (--endpoints / --fleet).
-FLEET_COMMANDS: tuple[click.Command, ...] = (log_level,)
+setattr(logs, FLEET_NATIVE, True)  # merges the servers' streams itself
+
+#: Every command works on fleets (--endpoints / --fleet): log-level runs per server,
+#: logs merges the servers' streams.
+COMMANDS: tuple[click.Command, ...] = (logs, log_level)

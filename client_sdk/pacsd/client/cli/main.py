@@ -24,7 +24,6 @@ from pacsd.client.cli.apply import COMMANDS as APPLY_COMMANDS
 from pacsd.client.cli.assoc import COMMANDS as ASSOC_COMMANDS
 from pacsd.client.cli.certs import COMMANDS as CERTS_COMMANDS
 from pacsd.client.cli.logs import COMMANDS as LOGS_COMMANDS
-from pacsd.client.cli.logs import FLEET_COMMANDS as LOG_LEVEL_COMMANDS
 from pacsd.client.cli.rollout import COMMANDS as ROLLOUT_COMMANDS
 from pacsd.client.cli.server import COMMANDS
 from pacsd.client.cli.settings import COMMANDS as SETTINGS_COMMANDS
@@ -212,27 +211,23 @@ def _fleet_options(
     return FleetOptions(endpoints, fleet_file, selector, parallelism)
 
 
-#: Commands that run once per server with --endpoints/--fleet (cli/fleet.py).
+#: Commands that run once per server with --endpoints/--fleet (cli/fleet.py). Within
+#: them, streams (logs, assoc watch) merge every server's stream, assoc get/abort take
+#: SERVER/ID, and certs init/issue (local files) refuse fleet options.
 FAN_OUT_COMMANDS = (
     *COMMANDS,
     *ADDIN_COMMANDS,
     *AE_COMMANDS,
     *STORAGE_COMMANDS,
-    *LOG_LEVEL_COMMANDS,
+    *LOGS_COMMANDS,
     *SETTINGS_COMMANDS,
+    *ASSOC_COMMANDS,
+    *CERTS_COMMANDS,
 )
 fleet_cli.install(FAN_OUT_COMMANDS)
 
-# Streams (logs, assoc watch) and association IDs belong to one server: no fleets.
-# certs init/issue run locally, without any server.
-for _command in (
-    *FAN_OUT_COMMANDS,
-    *APPLY_COMMANDS,
-    *ROLLOUT_COMMANDS,
-    *LOGS_COMMANDS,
-    *ASSOC_COMMANDS,
-    *CERTS_COMMANDS,
-):
+# apply, diff and rollout handle fleets themselves.
+for _command in (*FAN_OUT_COMMANDS, *APPLY_COMMANDS, *ROLLOUT_COMMANDS):
     cli.add_command(_command)
 
 
