@@ -357,3 +357,19 @@ def test_apply_server_settings(start_fleet: StartFleet, tmp_path: Path) -> None:
         assert item["error"]["metadata"]["fields"] == "dicom_port"
     with Client(servers[0].endpoint) as client:
         assert client.server.settings().settings["max_associations"] == 7
+
+
+def test_apply_help_names_every_kind_of_entry() -> None:
+    """The help is where an operator learns what a desired-state file may hold: server
+    settings included, not only add-ins and AE titles."""
+    from click.testing import CliRunner
+    from pacsd.client.cli import apply as apply_module
+    from pacsd.client.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["apply", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    summary = " ".join(result.output.split())
+    for words in ("server settings", "log level", "limits", "add-ins", "AE titles"):
+        assert words in summary, words
+    assert apply_module.__doc__ is not None
+    assert "[groups.NAME.server]" in apply_module.__doc__

@@ -1,7 +1,9 @@
 """``pacsctl apply -f desired.toml [--dry-run]`` and ``pacsctl diff -f desired.toml``.
 
-The desired-state file says, per group of servers, which add-ins are loaded and
-enabled with which settings and which AE titles exist (docs/fleet.md). Both commands
+The desired-state file says, per group of servers, which server settings are in force
+(``[groups.NAME.server]``: log level, limits and the other settings that apply at
+runtime), which add-ins are loaded and enabled with which settings and which AE titles
+exist (docs/fleet.md). Both commands
 read every server's actual state and print, per server, the changes that would bring it
 there; ``apply`` then makes them. Applying twice reports no changes the second time.
 
@@ -123,7 +125,8 @@ def text(outcomes: Sequence[ServerApply], dry_run: bool) -> str:
 @click.option("--dry-run", is_flag=True, help="Print the changes without making them.")
 @click.pass_context
 def apply_cmd(ctx: click.Context, path: str, dry_run: bool) -> None:
-    """Bring servers to the state FILE describes: add-ins and AE titles.
+    """Bring servers to the state FILE describes: server settings that apply at
+    runtime (log level, limits), add-ins (state, source, settings) and AE titles.
 
     Prints the changes per server, then makes them; a second apply reports no
     changes. Exit status 0 when every server succeeded, 4 when some failed, 3 when
