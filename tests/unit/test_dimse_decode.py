@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import struct
 from io import BytesIO
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from pacsd.server.dicom import dimse_decode
+from pacsd.server.dicom import dimse_decode, spool
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import P_DATA
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 INSTANCE = "1.2.826.0.1.3680043.8.498.84362576990252533300771734292204249504"
@@ -122,3 +126,24 @@ def test_anything_unusual_is_left_to_pynetdicom(raw: bytes) -> None:
 )
 def test_command_sets_that_do_not_parse(raw: bytes) -> None:
     assert dimse_decode.parse(raw) is None
+
+
+def test_a_spooled_store_decodes_its_command_set_only_when_asked(tmp_path: Path) -> None:
+    """The spooling assembly builds a plain C-STORE-RQ's primitive from the raw bytes
+    and leaves pydicom's decode to whoever reads ``command_set`` (observers)."""
+    raw = command(data_set_type=us(1))
+    msg = spool.new_message(tmp_path, "PEER")
+    pdv = P_DATA()
+    pdv.presentation_data_value_list = [[1, b"\x03" + raw]]  # last command fragment
+    assoc = SimpleNamespace(_accepted_cx={1: SimpleNamespace(transfer_syntax=[CT])})
+    assert msg.decode_msg(pdv, assoc) is False  # the dataset is still to come
+    assert type(msg).__name__ == "C_STORE_RQ"
+    assert "_pacsd_command_set" not in msg.__dict__  # nothing decoded yet
+    expected = decode(BytesIO(raw), True, True)
+    assert msg.command_set == expected
+    assert msg.command_set.AffectedSOPInstanceUID == INSTANCE
+    assert msg.command_set.MessageID == 7
+    msg.command_set = Dataset()  # pynetdicom may replace it; the raw bytes are dropped
+    assert msg.command_set == Dataset()
+    spool.discard_unfinished(msg)
+    assert list(tmp_path.iterdir()) == []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pacsd.server.dicom import dimse_decode, direct, spool_files
+from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
@@ -228,6 +229,23 @@ class SpoolingMessage(DIMSEMessage):
     spool_dir: Path
     source_ae: str = ""
 
+    @property
+    def command_set(self) -> Dataset:
+        """The command set as pydicom decodes it, decoded on first use: for a plain
+        C-STORE-RQ only observers (hooks, the event stream) ever ask, and decoding it
+        for every instance cost more than the rest of the command's handling."""
+        found = self.__dict__.get("_pacsd_command_set")
+        if found is None:
+            raw = self.__dict__.pop("_pacsd_raw_command_set", None)
+            found = Dataset() if raw is None else decode(BytesIO(raw), True, True)
+            self.__dict__["_pacsd_command_set"] = found
+        return cast(Dataset, found)
+
+    @command_set.setter
+    def command_set(self, value: Dataset) -> None:
+        self.__dict__.pop("_pacsd_raw_command_set", None)
+        self.__dict__["_pacsd_command_set"] = value
+
     def decode_msg(self, primitive: P_DATA, assoc: Any = None) -> bool:
         if primitive.__class__ is not P_DATA:
             return False
@@ -261,10 +279,12 @@ class SpoolingMessage(DIMSEMessage):
         # A peer may send a second command set before the first one's dataset: both
         # accumulate (pynetdicom's rule) and whatever the first one decoded to is void.
         self.__dict__.pop("_pacsd_primitive", None)
-        cs = self.command_set = decode(self.encoded_command_set, True, True)
-        fields = dimse_decode.parse(self.encoded_command_set.getvalue()) or {}
+        raw = self.encoded_command_set.getvalue()
+        fields = dimse_decode.parse(raw) or {}
         store = dimse_decode.store_request(fields)
         if store is not None:
+            self.__dict__.pop("_pacsd_command_set", None)
+            self.__dict__["_pacsd_raw_command_set"] = raw
             self.__class__ = _spooling_class(C_STORE_RQ)
             self._pacsd_primitive = store
             if _unpack_us(fields[dimse_decode.DATA_SET_TYPE])[0] == 0x0101:
@@ -273,6 +293,7 @@ class SpoolingMessage(DIMSEMessage):
                 assoc, context_id, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID
             )
             return False
+        cs = self.command_set = decode(BytesIO(raw), True, True)
         real = _MESSAGE_TYPES[cast(int, cs.CommandField)][1]
         self.__class__ = _spooling_class(real)
         if cs.CommandDataSetType == 0x0101:
@@ -317,10 +338,14 @@ def _spooling_class(real: type) -> type:
 
 
 def new_message(spool_dir: Path, source_ae: str) -> SpoolingMessage:
-    # DIMSEMessage.__init__ keys on the class name, so build a plain one and re-class it.
-    msg = DIMSEMessage()
-    msg.__class__ = SpoolingMessage
-    msg = cast(SpoolingMessage, msg)
+    # What DIMSEMessage.__init__ sets for a message of unknown type yet (it keys on the
+    # class name), without the empty command set Dataset (command_set makes it on use).
+    msg = SpoolingMessage.__new__(SpoolingMessage)
+    msg.context_id = None
+    msg.encoded_command_set = BytesIO()
+    msg.data_set = BytesIO()
+    msg._data_set_path = None
+    msg._data_set_file = None
     msg.spool_dir = spool_dir
     msg.source_ae = source_ae
     return msg
