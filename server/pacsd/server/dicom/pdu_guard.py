@@ -19,19 +19,27 @@ fill the log.
 - a PDU that is too long, of an unknown type or undecodable is an invalid PDU
   (PS3.8 Evt19): the state machine answers it as the protocol says (A-ABORT), one
   line is logged, and the connection is closed at once instead of reading on.
+
+Malformed input is expected and gets one WARNING line; an exception that is not a
+decode error (``is_decode_error``) is a bug, and is logged as an ERROR with its
+traceback (``UNEXPECTED``) although the peer is answered the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import socket
 import struct
 import time
 from typing import Any, cast
 
+import pydicom
+import pynetdicom
 from pacsd.server.dicom import pdata, reactor
+from pydicom.errors import BytesLengthException
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
@@ -56,6 +64,60 @@ _NAMES = {
     0x06: "A-RELEASE-RP",
     0x07: "A-ABORT",
 }
+
+#: What the decoders raise on a peer's malformed bytes, as seen in ``bench/fuzz.py``
+#: runs: struct.error (a field cut short), ValueError (undecodable text, an AE title or
+#: context ID out of range; UnicodeError), AssertionError (pynetdicom checks item
+#: layouts with ``assert``), KeyError (an unknown item type or Command Field),
+#: AttributeError (a command set without a required element), TypeError (a Command
+#: Field with several values), BytesLengthException (an odd-sized binary value);
+#: IndexError for good measure.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    struct.error,
+    ValueError,
+    AssertionError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    TypeError,
+    BytesLengthException,
+)
+_HERE = os.path.dirname(__file__)
+#: Where a decode error must be raised to count as one: pynetdicom, pydicom and
+#: pacsd's own decoders of P-DATA-TF and DIMSE messages (the receive path).
+_DECODERS = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (pynetdicom, pydicom)) + (
+    tuple(os.path.join(_HERE, f"{name}.py") for name in ("pdata", "spool", "dimse_decode"))
+)
+#: Marks the log line of an exception that is not a decode error (a bug).
+UNEXPECTED = "unexpected error"
+
+
+def is_decode_error(exc: BaseException) -> bool:
+    """True when ``exc`` is how a decoder rejects malformed input: one of
+    ``DECODE_ERRORS``, raised in a decoder's code (the innermost frame of its
+    traceback, ``_DECODERS``).
+
+    The types alone would hide bugs (an AttributeError anywhere in pacsd looks like one
+    from a command set without a Command Field), so where it was raised decides.
+    """
+    if not isinstance(exc, DECODE_ERRORS):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_DECODERS)
+
+
+def _log_refusal(peer: str, why: str, exc: BaseException | None, answer: str) -> None:
+    """One WARNING line for malformed input (``exc`` None or a decode error); for
+    anything else an ERROR with the traceback, since only a bug raises it."""
+    if exc is None or is_decode_error(exc):
+        log.warning("association from %s: %s; %s", peer, why, answer)
+    else:
+        log.error("association from %s: %s: %s; %s", peer, UNEXPECTED, why, answer, exc_info=exc)
+
 
 #: PS3.8 events: transport connection closed, invalid or unrecognised PDU.
 _CLOSED = "Evt17"
@@ -104,7 +166,7 @@ class GuardedStateMachine(StateMachine):
                 # pynetdicom's do_action stops the reactor on any failure, which would
                 # leave the connection open with nobody reading it: undo that and abort.
                 dul._kill_thread = False
-                dul._refuse(f"cannot process it in {state} ({type(exc).__name__}: {_short(exc)})")
+                dul._refuse(f"cannot process it in {state} ({_describe(exc)})", exc)
             return
         if event in _LOCAL_EVENTS:
             with contextlib.suppress(queue.Empty):
@@ -115,11 +177,14 @@ class GuardedStateMachine(StateMachine):
 class _OneLine(logging.Filter):
     """Folds a record's traceback into its message: pynetdicom logs a peer's malformed
     input (an AE title that is not ASCII, a UID it cannot decode) with
-    ``LOGGER.exception`` and then carries on; the traceback says nothing about pacsd."""
+    ``LOGGER.exception`` and then carries on; the traceback says nothing about pacsd.
+    Any other exception (``is_decode_error``) keeps its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
+            if not is_decode_error(exc):
+                return True
             record.msg = f"{record.getMessage()} ({type(exc).__name__})"
             record.args = None
             record.exc_info = None
@@ -163,9 +228,9 @@ def refuse_message(dul: DULServiceProvider, exc: Exception) -> None:
     field, a PDV that breaks the fragment rules): abort like an invalid PDU. Called on
     the upper layer's thread, inside the state machine, so it queues the event rather
     than aborting (which would wait for this very thread)."""
-    why = f"undecodable DIMSE message ({type(exc).__name__}: {_short(exc)})"
+    why = f"undecodable DIMSE message ({_describe(exc)})"
     if isinstance(dul, GuardedDUL):
-        dul._refuse(why)
+        dul._refuse(why, exc)
     else:  # not guarded (never on pacsd's listener): keep pynetdicom's behaviour
         raise exc
 
@@ -173,10 +238,10 @@ def refuse_message(dul: DULServiceProvider, exc: Exception) -> None:
 def unusable_request(assoc: Association, exc: Exception) -> str:
     """Log (one line) an A-ASSOCIATE-RQ that decoded but could not be negotiated, and
     say why for the rejection."""
-    why = f"unusable A-ASSOCIATE-RQ ({type(exc).__name__}: {_short(exc)})"
+    why = f"unusable A-ASSOCIATE-RQ ({_describe(exc)})"
     info = assoc.requestor.address_info
     peer = f"{info.address}:{info.port}" if info is not None else "unknown peer"
-    log.warning("association from %s: %s; rejecting", peer, why)
+    _log_refusal(peer, why, exc, "rejecting")
     return why
 
 
@@ -315,7 +380,7 @@ class GuardedDUL(DULServiceProvider):
         try:
             pdu, event = self._decode_pdu(data)
         except Exception as exc:
-            self._refuse(f"undecodable {name} ({type(exc).__name__}: {_short(exc)})")
+            self._refuse(f"undecodable {name} ({_describe(exc)})", exc)
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
@@ -362,8 +427,9 @@ class GuardedDUL(DULServiceProvider):
             return False
         return True
 
-    def _refuse(self, why: str) -> None:
-        log.warning("association from %s: invalid PDU: %s; aborting", self._peer(), why)
+    def _refuse(self, why: str, exc: BaseException | None = None) -> None:
+        """Answer an invalid PDU (``exc``: what decoding it raised, if anything)."""
+        _log_refusal(self._peer(), f"invalid PDU: {why}", exc, "aborting")
         self._pacsd_refused = True
         self.event_queue.put(_INVALID)
 
@@ -387,6 +453,10 @@ def _discard_pending(raw: socket.socket | None, limit: int = 1 << 20) -> None:
             dropped += len(chunk)
     except OSError:  # nothing more to read now (BlockingIOError) or the peer is gone
         return
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_short(exc)}"
 
 
 def _short(exc: BaseException, limit: int = 120) -> str:
