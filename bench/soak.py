@@ -21,6 +21,7 @@ server's log, or a server that does not stop cleanly on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,19 +84,34 @@ class Usage:
     rss_kib: int
     threads: int
     fds: int
+    #: The SQLite index (``index.db`` and its WAL): its pages fill the page caches of
+    #: the server's connections, memory outside Python's heap that grows with it.
+    index_kib: int = 0
 
 
-def usage(pid: int, since: float) -> Usage:
+def _size_kib(*paths: Path) -> int:
+    total = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total // 1024
+
+
+def usage(pid: int, since: float, data_dir: Path | None = None) -> Usage:
     fields = dict(
         line.split(":", 1)
         for line in Path(f"/proc/{pid}/status").read_text().splitlines()
         if ":" in line
     )
+    index = 0
+    if data_dir is not None:
+        index = _size_kib(data_dir / "index.db", data_dir / "index.db-wal")
     return Usage(
         round(time.monotonic() - since, 1),
         int(fields["VmRSS"].split()[0]),
         int(fields["Threads"]),
         len(os.listdir(f"/proc/{pid}/fd")),
+        index,
     )
 
 
@@ -105,13 +122,26 @@ def console_script(name: str) -> str:
     return str(path)
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int, int, Path]:
+#: Folder of the start-up hook that traces the server's allocations (``--tracemalloc``).
+TRACEMALLOC_HOOK = Path(__file__).resolve().parent / "tracemalloc_hook"
+
+
+def start_server(
+    workdir: Path, trace_dir: Path | None = None, trace_every: float = 60.0
+) -> tuple[subprocess.Popen[str], int, int, Path]:
     log = workdir / "pacsd.stderr"
     cmd = [console_script("pacsd"), "serve", "--dicom-port", "0", "--control-port", "0"]
     cmd += ["--data-dir", str(workdir / "data")]
     with log.open("w") as err:
         # One engine process: the figures are those of one PID (RSS, threads, fds).
         env = {**os.environ, "PACSD_WORKERS": "1"}
+        if trace_dir is not None:
+            path = os.pathsep.join(filter(None, [str(TRACEMALLOC_HOOK), env.get("PYTHONPATH")]))
+            env.update(
+                PYTHONPATH=path,
+                PACSD_TRACEMALLOC_DIR=str(trace_dir),
+                PACSD_TRACEMALLOC_EVERY=str(trace_every),
+            )
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -257,9 +287,34 @@ class Report:
     first_quarter: dict[str, float] = field(default_factory=dict)
     last_quarter: dict[str, float] = field(default_factory=dict)
     growth: dict[str, float] = field(default_factory=dict)
+    tracemalloc: list[str] = field(default_factory=list)
     log_tracebacks: int = 0
     stopped_cleanly: bool = False
     failures: list[str] = field(default_factory=list)
+
+
+def tracemalloc_growth(folder: Path, pid: int, skip: int, top: int = 15) -> list[str]:
+    """What grew between the server's snapshot number ``skip`` (after the warm-up) and
+    its last one: the source lines whose live allocations grew most, then the three
+    largest growths with their call stacks."""
+    snaps = sorted(folder.glob(f"snap-{pid}-*.pickle"))
+    if len(snaps) < skip + 2:
+        return [f"tracemalloc: only {len(snaps)} snapshots, need {skip + 2}"]
+    first = tracemalloc.Snapshot.load(str(snaps[skip]))
+    last = tracemalloc.Snapshot.load(str(snaps[-1]))
+    total = sum(s.size for s in last.statistics("filename")) - sum(
+        s.size for s in first.statistics("filename")
+    )
+    lines = [
+        f"tracemalloc: {snaps[skip].name} -> {snaps[-1].name}:"
+        f" traced memory {total / 1024:+.0f} KiB"
+    ]
+    for stat in last.compare_to(first, "lineno")[:top]:
+        lines.append(f"  {stat}")
+    for stat in last.compare_to(first, "traceback")[:3]:
+        lines.append(f"  {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks) at:")
+        lines += [f"    {line}" for line in stat.traceback.format(most_recent_first=True)]
+    return lines
 
 
 def _median(samples: list[Usage], name: str) -> float:
@@ -268,7 +323,8 @@ def _median(samples: list[Usage], name: str) -> float:
 
 def run(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report(minutes=args.minutes, clients=args.clients)
-    proc, port, control, log = start_server(workdir)
+    trace_dir = workdir / "tracemalloc" if args.tracemalloc else None
+    proc, port, control, log = start_server(workdir, trace_dir, args.tracemalloc_every)
     destination = Destination()
     try:
         added = subprocess.run(
@@ -301,13 +357,14 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
             if proc.poll() is not None:
                 tally.fail("server", f"exited with status {proc.returncode}")
                 break
-            samples.append(usage(proc.pid, start))
+            samples.append(usage(proc.pid, start, workdir / "data"))
             if not args.quiet and time.monotonic() >= next_print:
                 next_print += 60
                 s = samples[-1]
                 print(
                     f"... {s.seconds:.0f} s: {sum(tally.ops.values())} operations,"
-                    f" rss {s.rss_kib} KiB, threads {s.threads}, fds {s.fds}",
+                    f" rss {s.rss_kib} KiB, threads {s.threads}, fds {s.fds},"
+                    f" index {s.index_kib} KiB",
                     flush=True,
                 )
         stop.set()
@@ -323,7 +380,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
         if len(steady) >= 4:
             quarter = max(len(steady) // 4, 1)
             first, last = steady[:quarter], steady[-quarter:]
-            for name in ("rss_kib", "threads", "fds"):
+            for name in ("rss_kib", "threads", "fds", "index_kib"):
                 report.first_quarter[name] = _median(first, name)
                 report.last_quarter[name] = _median(last, name)
                 report.growth[name] = report.last_quarter[name] - report.first_quarter[name]
@@ -355,6 +412,9 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
     text = log.read_text(errors="replace")
     if args.log is not None:
         args.log.write_text(text)
+    if trace_dir is not None:
+        skip = int(args.warmup_s // args.tracemalloc_every)
+        report.tracemalloc = tracemalloc_growth(trace_dir, proc.pid, skip)
     report.log_tracebacks = text.count("Traceback")
     if report.log_tracebacks:
         at = text.index("Traceback")
@@ -369,13 +429,15 @@ def print_report(report: Report) -> None:
     )
     print("operations: " + ", ".join(f"{k}={v}" for k, v in report.ops.items()))
     print(f"instances received by the move destination: {report.moved_received}")
-    for name, unit in (("rss_kib", "KiB"), ("threads", ""), ("fds", "")):
+    for name, unit in (("rss_kib", "KiB"), ("threads", ""), ("fds", ""), ("index_kib", "KiB")):
         if name in report.growth:
             print(
                 f"server {name}: first quarter {report.first_quarter[name]:.0f}{unit},"
                 f" last quarter {report.last_quarter[name]:.0f}{unit},"
                 f" growth {report.growth[name]:+.0f}{unit}"
             )
+    for line in report.tracemalloc:
+        print(line)
     print(f"log: {report.log_tracebacks} tracebacks; stopped cleanly: {report.stopped_cleanly}")
     for failure in report.failures:
         print(f"FAILURE: {failure}")
@@ -397,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--log", type=Path, help="keep a copy of the server's log here")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary folder")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the server's allocations and print what grew after the warm-up"
+        " (slows the server down)",
+    )
+    parser.add_argument(
+        "--tracemalloc-every", type=float, default=60.0, help="snapshot period, s [60]"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.workdir is not None:

@@ -56,6 +56,7 @@ def test_soak_benchmark_short_run(tmp_path: Path) -> None:
     # Every moved study arrived at the move destination: 5 instances per C-MOVE.
     assert figures["moved_received"] == 5 * figures["ops"]["move"]
     assert len(figures["samples"]) >= 15
-    assert set(figures["growth"]) == {"rss_kib", "threads", "fds"}
+    assert set(figures["growth"]) == {"rss_kib", "threads", "fds", "index_kib"}
+    assert figures["growth"]["index_kib"] > 0  # the index grew as it stored
     assert figures["stopped_cleanly"] and figures["log_tracebacks"] == 0
     assert list((tmp_path / "work").iterdir()) == []
