@@ -462,7 +462,31 @@ def start_pacsd(
         env = {**os.environ, "PACSD_WORKERS": str(workers)}
     proc, stderr_path = _spawn(cmd, mdir, "pacsd", env)
     match = _await_line(proc, stderr_path, PACSD_LISTENING, "pacsd serve")
+    _await_buckets(stderr_path, workers or _cpus())
     return Server("pacsd", proc, int(match[2]), "PACSD", data, stderr_path, (0,), _count_pacsd_rows)
+
+
+PACSD_BUCKETS_READY = "bucket folders ready"
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _await_buckets(stderr_path: Path, processes: int) -> None:
+    """Wait until each engine process has its blob store's 4096 bucket folders: a new
+    data folder makes them once, at startup (``BlobStore.prepare_buckets``), and that
+    one-time setup is not ingest, so it is kept out of the measurement."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = stderr_path.read_text(errors="replace")
+        if text.count(PACSD_BUCKETS_READY) >= processes:
+            return
+        time.sleep(0.02)
+    _progress(f"warning: pacsd did not report {processes} x '{PACSD_BUCKETS_READY}'")
 
 
 def _free_port() -> int:

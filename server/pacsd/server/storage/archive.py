@@ -279,5 +279,4 @@ def _prepare_buckets(blobs: BlobStore) -> None:
     except OSError as exc:  # a store going away under it (tests), a full disk...
         log.info("bucket folders not prepared ahead (%s): made as instances arrive", exc)
         return
-    if made:
-        log.debug("%d bucket folders prepared", made)
+    log.info("bucket folders ready (%d made)", made)
