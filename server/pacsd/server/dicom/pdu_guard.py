@@ -70,10 +70,12 @@ _NAMES = {
 #: context ID out of range; UnicodeError), AssertionError (pynetdicom checks item
 #: layouts with ``assert``), KeyError (an unknown item type or Command Field),
 #: AttributeError (a command set without a required element), TypeError (a Command
-#: Field with several values), BytesLengthException (an odd-sized binary value);
+#: Field with several values), BytesLengthException (an odd-sized binary value),
+#: OSError (pydicom: "No tag to read" in a broken sequence, seen once in 100,000 PDUs);
 #: IndexError for good measure.
 DECODE_ERRORS: tuple[type[Exception], ...] = (
     struct.error,
+    OSError,
     ValueError,
     AssertionError,
     KeyError,
