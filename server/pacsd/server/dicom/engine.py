@@ -30,6 +30,7 @@ from pacsd.server.dicom import (
 )
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.tls import TlsAcceptor
+from pacsd.server.workers import balance
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
@@ -273,15 +274,29 @@ class PacsdRequestHandler(RequestHandler):
     server: PacsdAssociationServer
 
     def handle(self) -> None:
-        # On a TLS listener the handshake runs here, on the connection's own thread,
-        # not on the accept thread as pynetdicom does it (dicom/tls.py says why).
-        tls = self.server.tls
-        if tls is not None:
-            secured = tls.secure(self.request, self.client_address)
-            if secured is None:
-                return
-            self.request = secured
-        super().handle()
+        balancer = balance.current() if self.server.reuse_port else None
+        started: list[Association] = []
+        self._pacsd_started = started
+        try:
+            # On a TLS listener the handshake runs here, on the connection's own thread,
+            # not on the accept thread as pynetdicom does it (dicom/tls.py says why).
+            tls = self.server.tls
+            if tls is not None:
+                secured = tls.secure(self.request, self.client_address)
+                if secured is None:
+                    return
+                self.request = secured
+            super().handle()
+        finally:
+            # A connection counts on the process's load until its association's thread
+            # ends (PacsdAssociation.run); one that never got that far ends here.
+            if balancer is not None:
+                assoc = started[0] if started else None
+                if assoc is None or (
+                    not assoc._started.is_set()  # type: ignore[attr-defined]
+                    and assoc.__dict__.pop("pacsd_on_end", None) is not None
+                ):
+                    balancer.closed()
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
@@ -298,6 +313,10 @@ class PacsdRequestHandler(RequestHandler):
         assoc.dul.socket.__class__ = FastSocket
         assoc.dul.socket.send_lock = threading.Lock()  # type: ignore[union-attr]
         reactor.install(assoc)  # both threads wait for work instead of polling every 1 ms
+        balancer = balance.current() if self.server.reuse_port else None
+        if balancer is not None:
+            assoc.pacsd_on_end = balancer.closed  # type: ignore[attr-defined]
+        self._pacsd_started.append(assoc)
         pdu_guard.install(assoc.dul)  # bounded, time-limited PDU reads
         return assoc
 
@@ -379,6 +398,41 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         # delayed ACKs (~40 ms per message).
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    # -- connections, and the engine processes' share of them (workers/balance.py) ---
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        if self.reuse_port:
+            balance.register(self.server_address[1], self.adopt)
+
+    def server_close(self) -> None:
+        if self.reuse_port:
+            balance.unregister(self.server_address[1], self.adopt)
+        super().server_close()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        balancer = balance.current() if self.reuse_port else None
+        if balancer is not None and balancer.hand_over(request):
+            # A sibling serves it now. Close this copy only: shutdown_request would
+            # shut the connection down for the sibling too.
+            request.close()
+            return
+        self.adopt(request, client_address)
+
+    def adopt(self, request: Any, client_address: Any) -> None:
+        """Serve a connection on its own thread: one accepted here, or one a sibling
+        engine process handed over. It counts on this process's load from now until
+        its association ends (PacsdRequestHandler.handle)."""
+        balancer = balance.current() if self.reuse_port else None
+        if balancer is not None:
+            balancer.opened()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            if balancer is not None:
+                balancer.closed()
+            raise
 
 
 class SharedPortAssociationServer(PacsdAssociationServer):

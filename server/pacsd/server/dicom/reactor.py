@@ -191,6 +191,15 @@ class PacsdAssociation(Association):
         finally:
             self.pacsd_serving.release()
 
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            # The engine process serves one connection less (workers/balance.py).
+            on_end = self.__dict__.pop("pacsd_on_end", None)
+            if on_end is not None:
+                on_end()
+
     #: Set when a request served on the DUL thread aborted the association: the
     #: association thread finishes the abort (see _abort_blocking).
     pacsd_finish_abort = False

@@ -49,6 +49,12 @@ def main() -> int:
         settings.metrics_host = "127.0.0.1"
     settings.dicom_port = role.dicom_port
     logsetup.configure(settings.log_level, settings)
+    if role.run_dir:
+        from pathlib import Path
+
+        from pacsd.server.workers import balance
+
+        balance.install(balance.Balancer(Path(role.run_dir), role.index, role.processes))
     runtime = Runtime(settings, role=role)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

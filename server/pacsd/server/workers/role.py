@@ -17,6 +17,10 @@ class WorkerRole:
     dicom_port: int
     #: The DICOM TLS port the first process bound, if any (for a configured port 0).
     tls_port: int | None = None
+    #: The server's private run folder and its number of engine processes (the load
+    #: board and hand-over sockets of balance.py live there).
+    run_dir: str = ""
+    processes: int = 0
 
     @property
     def assoc_prefix(self) -> str:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 from pacsd.admin.v1 import server_pb2, server_pb2_grpc
+from pacsd.server.workers import balance
 from pacsd.server.workers.relay import Relay
 from pacsd.server.workers.role import WorkerRole, encode_start
 
@@ -159,12 +160,23 @@ class Supervisor:
         self._rt = runtime
         #: Private folder of the workers' control sockets (mkdtemp: mode 0700).
         self.run_dir = Path(tempfile.mkdtemp(prefix="pacsd-"))
+        processes = runtime.settings.workers
         self.workers = [
             WorkerProcess(
-                WorkerRole(i, f"unix:{self.run_dir / f'w{i}.sock'}", dicom_port, tls_port)
+                WorkerRole(
+                    i,
+                    f"unix:{self.run_dir / f'w{i}.sock'}",
+                    dicom_port,
+                    tls_port,
+                    run_dir=str(self.run_dir),
+                    processes=processes,
+                )
             )
-            for i in range(1, runtime.settings.workers)
+            for i in range(1, processes)
         ]
+        # This process is number 0 on the load board the workers share (balance.py).
+        balance.create_board(self.run_dir, processes)
+        balance.install(balance.Balancer(self.run_dir, 0, processes))
         #: Serialises state changes (replication.py) with worker (re)starts (sync.py).
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -228,6 +240,7 @@ class Supervisor:
             worker.close()
         for thread in self._monitors:
             thread.join(5)
+        balance.install(None)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # -- what the control plane uses --------------------------------------------------
