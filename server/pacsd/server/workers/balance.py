@@ -97,6 +97,8 @@ class Balancer:
         self._inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._inbox.bind(str(path))
         self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # Never wait on the accept thread: a sibling whose inbox is full gets nothing.
+        self._outbox.setblocking(False)
         self.handed_over = 0
         self.adopted = 0
         threading.Thread(target=self._receive, name="pacsd-balance", daemon=True).start()
