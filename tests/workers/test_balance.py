@@ -143,6 +143,7 @@ def test_a_sibling_that_is_gone_leaves_the_connection_here(tmp_path: Path) -> No
     a, b = socket.socketpair()
     try:
         assert first.hand_over(a) is False
+        assert first.loads() == [1, 0]  # nothing left counted on the missing sibling
     finally:
         a.close()
         b.close()

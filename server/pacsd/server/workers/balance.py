@@ -130,6 +130,11 @@ class Balancer:
         target = choose(loads, self.index)
         if target is None:
             return False
+        # Count it on the sibling's slot until the sibling counts it itself: before
+        # sending, so that the sibling's own count, written when it adopts the
+        # connection, always comes after this and replaces it.
+        offset = target * _SLOT.size
+        _SLOT.pack_into(self._board, offset, loads[target] + 1)
         fds = array.array("i", [sock.fileno()])
         try:
             self._outbox.sendmsg(
@@ -139,12 +144,9 @@ class Balancer:
                 str(handoff_path(self.run_dir, target)),
             )
         except OSError as exc:  # the sibling is restarting, or its inbox is full
+            _SLOT.pack_into(self._board, offset, loads[target])
             log.debug("connection kept: cannot hand it to process %d: %s", target, exc)
             return False
-        # Until the sibling counts it, count it on its slot (it overwrites the slot with
-        # its own count as soon as it adopts the connection).
-        offset = target * _SLOT.size
-        _SLOT.pack_into(self._board, offset, _SLOT.unpack_from(self._board, offset)[0] + 1)
         self.handed_over += 1
         return True
 
