@@ -147,3 +147,21 @@ def test_a_spooled_store_decodes_its_command_set_only_when_asked(tmp_path: Path)
     assert msg.command_set == Dataset()
     spool.discard_unfinished(msg)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (command(field=us(0x1234)), "unknown Command Field"),
+        (command(data_set_type=None), "Command Data Set Type"),
+    ],
+    ids=["unknown command field", "no data set type"],
+)
+def test_a_command_set_a_peer_got_wrong_is_refused_by_name(
+    tmp_path: Path, raw: bytes, why: str
+) -> None:
+    msg = spool.new_message(tmp_path, "PEER")
+    pdv = P_DATA()
+    pdv.presentation_data_value_list = [[1, b"\x03" + raw]]
+    with pytest.raises(ValueError, match=why):
+        msg.decode_msg(pdv, SimpleNamespace(_accepted_cx={}))

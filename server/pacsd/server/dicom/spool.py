@@ -294,9 +294,16 @@ class SpoolingMessage(DIMSEMessage):
             )
             return False
         cs = self.command_set = decode(BytesIO(raw), True, True)
-        real = _MESSAGE_TYPES[cast(int, cs.CommandField)][1]
+        # A command set a peer got wrong is refused by name (the DIMSE provider aborts
+        # the association), rather than by whatever a lookup happens to raise.
+        field, data_set_type = cs.get("CommandField"), cs.get("CommandDataSetType")
+        if not isinstance(field, int) or field not in _MESSAGE_TYPES:
+            raise ValueError(f"command set with an unknown Command Field {field!r}")
+        if not isinstance(data_set_type, int):
+            raise ValueError("command set without a single Command Data Set Type")
+        real = _MESSAGE_TYPES[field][1]
         self.__class__ = _spooling_class(real)
-        if cs.CommandDataSetType == 0x0101:
+        if data_set_type == 0x0101:
             return True
         if issubclass(real, C_STORE_RQ):
             self._open_spool(assoc, context_id, cs.AffectedSOPClassUID, cs.AffectedSOPInstanceUID)
