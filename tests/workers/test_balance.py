@@ -125,6 +125,8 @@ def test_a_connection_handed_over_is_served_by_the_sibling(tmp_path: Path) -> No
         second.opened()  # the sibling counts it itself
         second.closed()
         assert first.loads() == [1, 0]
+        second.closed()  # one it never counted (accepted while it was being installed)
+        assert first.loads() == [1, 0]
         assert (first.handed_over, second.adopted) == (1, 1)
     finally:
         balance.unregister(port, adopt)

@@ -115,7 +115,9 @@ class Balancer:
 
     def closed(self) -> None:
         with self._lock:
-            self._live -= 1
+            # Never below zero: a connection accepted while the balancer was being
+            # installed (startup) may end here without having been counted.
+            self._live = max(0, self._live - 1)
             self._publish(self._live)
 
     def _publish(self, value: int) -> None:
