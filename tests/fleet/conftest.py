@@ -51,8 +51,9 @@ def _launch(folder: Path, args: Sequence[str]) -> PacsdProcess:
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            # Fleets of one engine process each: these tests are about the fleet.
-            env={**os.environ, "PACSD_WORKERS": "1"},
+            # Fleets of one engine process each, bucket folders made on demand: these
+            # tests are about the fleet.
+            env={**os.environ, "PACSD_WORKERS": "1", "PACSD_PREPARE_BUCKETS": "0"},
         )
     return PacsdProcess(proc, data_dir, stderr_path)
 

@@ -140,9 +140,13 @@ def _write_as_is(ds: Any, path: Path) -> Path:
     return path
 
 
-def test_bucket_folders_are_prepared_at_startup(pacsd: PacsdProcess) -> None:
+def test_bucket_folders_are_prepared_at_startup(
+    start_pacsd,  # type: ignore[no-untyped-def]
+) -> None:
     """All 4096 of them, off the serving threads, so a young store's C-STOREs do not
-    each wait for a new folder and an fsync of the root."""
+    each wait for a new folder and an fsync of the root (the default; the test suite's
+    servers turn it off)."""
+    pacsd = start_pacsd(env={"PACSD_PREPARE_BUCKETS": "1"})
     root = pacsd.data_dir / "blobs"
     deadline = time.monotonic() + 20
     while len(os.listdir(root)) < 4096:
@@ -154,6 +158,18 @@ def test_bucket_folders_are_prepared_at_startup(pacsd: PacsdProcess) -> None:
     assert out.returncode == 0, out.stderr
     assert len(blob_files(pacsd)) == 1
     assert "Traceback" not in pacsd.stderr()
+
+
+def test_bucket_folders_are_made_as_instances_arrive_when_not_prepared(
+    pacsd: PacsdProcess,
+) -> None:
+    path = corpus.write(corpus.instance(), pacsd.data_dir.parent / "src")
+    out = storescu(pacsd.dicom_port, path)
+    assert out.returncode == 0, out.stderr
+    assert [p.parent.name for p in blob_files(pacsd).values()] == os.listdir(
+        pacsd.data_dir / "blobs"
+    )
+    assert "bucket folders ready" not in pacsd.stderr()
 
 
 def test_dataset_disagreeing_with_command_is_refused(pacsd: PacsdProcess, tmp_path: Path) -> None:

@@ -124,6 +124,10 @@ class Settings(BaseModel):
     #: Where the instance index lives: empty for ``DATA_DIR/index.db`` (SQLite),
     #: ``sqlite:///path`` or ``postgresql://user:pass@host/db`` (shared by several nodes).
     index_url: str = ""
+    #: Make the blob store's 4096 bucket folders at startup, in the background, so that
+    #: a young store's C-STOREs do not each wait for a new folder and an fsync of its
+    #: parent (docs/storage.md). Off: they are made as instances arrive.
+    prepare_buckets: bool = True
     #: Seconds an add-in handler may run (per result for FIND/GET/MOVE) unless its
     #: decorator sets its own limit; past it the request is answered with a failure.
     handler_time_limit: float = Field(60.0, gt=0)

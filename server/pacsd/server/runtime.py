@@ -213,6 +213,7 @@ class Runtime:
                 # Only the first process checks the index against the files, before any
                 # worker runs: a worker doing it would delete the others' spool files.
                 reconcile=self.role is None,
+                prepare_buckets=s.prepare_buckets,
             )
             self.services.set_default("storage", self.archive)
             self.addins.load_startup()

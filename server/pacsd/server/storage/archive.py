@@ -252,6 +252,7 @@ def open_archive(
     on_stored: Callable[[StoreRequest, StoredInstanceInfo], None] | None = None,
     node: str = "",
     reconcile: bool = True,
+    prepare_buckets: bool = True,
 ) -> Archive:
     """Open the blob store and index of ``settings`` and reconcile them (startup; a
     worker process, started after the first one reconciled, passes False)."""
@@ -267,9 +268,10 @@ def open_archive(
         archive.close()
         index.db.close()
         raise
-    threading.Thread(
-        target=_prepare_buckets, args=(blobs,), name="pacsd-buckets", daemon=True
-    ).start()
+    if prepare_buckets:
+        threading.Thread(
+            target=_prepare_buckets, args=(blobs,), name="pacsd-buckets", daemon=True
+        ).start()
     return archive
 
 
