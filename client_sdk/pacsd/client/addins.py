@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2
 from pacsd.admin.v1 import addins_pb2, addins_pb2_grpc
-from pacsd.client.errors import InternalError, InvalidArgument
+from pacsd.client._paging import PageTokens
+from pacsd.client.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from pacsd.client.client import Client
@@ -76,20 +77,14 @@ class AddinsAPI:
         """
         addins: _AddinList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAddins", self._client.endpoint)
         while True:
             request = addins_pb2.ListAddinsRequest(page_size=page_size, page_token=token)
             response = self._client._call(self._stub.ListAddins, request, timeout)
             addins.extend(response.addins)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return addins
-            if token in seen:  # a server handing out the same page again would loop forever
-                raise InternalError(
-                    f"ListAddins returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     def get(self, name: str, *, timeout: float | None = None) -> addins_pb2.Addin:
         """One add-in: state, source, bindings, hooks, commands, health and counters."""

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from google.protobuf import field_mask_pb2
 from pacsd.admin.v1 import aetitles_pb2, aetitles_pb2_grpc
-from pacsd.client.errors import InternalError, InvalidArgument
+from pacsd.client._paging import PageTokens
+from pacsd.client.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from pacsd.client.client import Client
@@ -68,20 +69,14 @@ class AETitlesAPI:
         """
         entries: _AETitleList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAETitles", self._client.endpoint)
         while True:
             request = aetitles_pb2.ListAETitlesRequest(page_size=page_size, page_token=token)
             response = self._client._call(self._stub.ListAETitles, request, timeout)
             entries.extend(response.ae_titles)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return entries
-            if token in seen:  # a server handing out the same page again would loop forever
-                raise InternalError(
-                    f"ListAETitles returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     def get(self, ae_title: str, *, timeout: float | None = None) -> aetitles_pb2.AETitle:
         response = self._client._call(

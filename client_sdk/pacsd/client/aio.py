@@ -59,6 +59,7 @@ from pacsd.admin.v1 import (
 from pacsd.client import _health
 from pacsd.client import associations as _associations
 from pacsd.client import logs as _logs
+from pacsd.client._paging import PageTokens
 from pacsd.client._stream import DropCallback
 from pacsd.client.addins import AddinChange, SettingsChange, from_struct, to_struct
 from pacsd.client.aetitles import (
@@ -77,7 +78,7 @@ from pacsd.client.client import (
     _set_grace,
 )
 from pacsd.client.credentials import Credentials, PathArg, resolve
-from pacsd.client.errors import InternalError, InvalidArgument, PacsdError, from_rpc_error
+from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.fleet import FleetBase, FleetResults, ServerResult
 from pacsd.client.inventory import DEFAULT_PARALLELISM, FleetServer, Selector
 from pacsd.client.logs import LevelChange, LogLevels, level_value
@@ -369,20 +370,14 @@ class AsyncAddinsAPI:
     async def list(self, *, page_size: int = 0, timeout: float | None = None) -> _AddinList:
         addins: _AddinList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAddins", self._client.endpoint)
         while True:
             request = addins_pb2.ListAddinsRequest(page_size=page_size, page_token=token)
             response = await self._client._call(self._stub.ListAddins, request, timeout)
             addins.extend(response.addins)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return addins
-            if token in seen:
-                raise InternalError(
-                    f"ListAddins returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     async def get(self, name: str, *, timeout: float | None = None) -> addins_pb2.Addin:
         response = await self._client._call(
@@ -472,20 +467,14 @@ class AsyncAETitlesAPI:
     async def list(self, *, page_size: int = 0, timeout: float | None = None) -> _AETitleList:
         entries: _AETitleList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAETitles", self._client.endpoint)
         while True:
             request = aetitles_pb2.ListAETitlesRequest(page_size=page_size, page_token=token)
             response = await self._client._call(self._stub.ListAETitles, request, timeout)
             entries.extend(response.ae_titles)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return entries
-            if token in seen:
-                raise InternalError(
-                    f"ListAETitles returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     async def get(self, ae_title: str, *, timeout: float | None = None) -> aetitles_pb2.AETitle:
         response = await self._client._call(
@@ -621,7 +610,7 @@ class AsyncStorageAPI:
     ) -> AsyncIterator[StudiesPage]:
         _check_limit(limit)
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListStudies", self._client.endpoint)
         got = 0
         while limit is None or got < limit:
             size = _page_size(limit, got, page_size)
@@ -641,14 +630,8 @@ class AsyncStorageAPI:
             got += len(page.studies)
             yield page
             token = page.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return
-            if token in seen:
-                raise InternalError(
-                    f"ListStudies returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     async def studies_page(
         self,
@@ -781,7 +764,7 @@ class AsyncAssociationsAPI:
     async def list(self, *, page_size: int = 0, timeout: float | None = None) -> _AssociationList:
         out: _AssociationList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAssociations", self._client.endpoint)
         while True:
             request = associations_pb2.ListAssociationsRequest(
                 page_size=page_size, page_token=token
@@ -789,14 +772,8 @@ class AsyncAssociationsAPI:
             response = await self._client._call(self._stub.ListAssociations, request, timeout)
             out.extend(response.associations)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return out
-            if token in seen:
-                raise InternalError(
-                    f"ListAssociations returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     async def get(
         self, association_id: str, *, timeout: float | None = None

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pacsd.admin.v1 import associations_pb2, associations_pb2_grpc
+from pacsd.client._paging import PageTokens
 from pacsd.client._stream import DropCallback, Stream, open_stream
-from pacsd.client.errors import InternalError
 
 if TYPE_CHECKING:
     from pacsd.client.client import Client
@@ -61,7 +61,7 @@ class AssociationsAPI:
         """Every live association, oldest first (all pages)."""
         out: _AssociationList = []
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListAssociations", self._client.endpoint)
         while True:
             request = associations_pb2.ListAssociationsRequest(
                 page_size=page_size, page_token=token
@@ -69,14 +69,8 @@ class AssociationsAPI:
             response = self._client._call(self._stub.ListAssociations, request, timeout)
             out.extend(response.associations)
             token = response.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return out
-            if token in seen:
-                raise InternalError(
-                    f"ListAssociations returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     def get(
         self, association_id: str, *, timeout: float | None = None

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pacsd.admin.v1 import storage_pb2, storage_pb2_grpc
-from pacsd.client.errors import InternalError, InvalidArgument
+from pacsd.client._paging import PageTokens
+from pacsd.client.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from pacsd.client.client import Client
@@ -135,7 +136,7 @@ class StorageAPI:
         """Pages from the first, cut so that at most ``limit`` studies come in all."""
         _check_limit(limit)
         token = ""
-        seen: set[str] = set()
+        tokens = PageTokens("ListStudies", self._client.endpoint)
         got = 0
         while limit is None or got < limit:
             size = _page_size(limit, got, page_size)
@@ -155,14 +156,8 @@ class StorageAPI:
             got += len(page.studies)
             yield page
             token = page.next_page_token
-            if not token:
+            if not tokens.follow(token):
                 return
-            if token in seen:  # a server handing out the same page again would loop forever
-                raise InternalError(
-                    f"ListStudies returned page token {token!r} twice",
-                    endpoint=self._client.endpoint,
-                )
-            seen.add(token)
 
     def studies_page(
         self,
