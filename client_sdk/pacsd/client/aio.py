@@ -81,7 +81,7 @@ from pacsd.client.credentials import Credentials, PathArg, resolve
 from pacsd.client.errors import InvalidArgument, PacsdError, from_rpc_error
 from pacsd.client.fleet import FleetBase, FleetResults, ServerResult
 from pacsd.client.inventory import DEFAULT_PARALLELISM, FleetServer, Selector
-from pacsd.client.logs import LevelChange, LogLevels, level_value
+from pacsd.client.logs import LevelChange, LogLevels
 from pacsd.client.storage import (
     Deletion,
     StudiesPage,
@@ -708,18 +708,7 @@ class AsyncLogsAPI:
         timeout: float | None = None,
     ) -> AsyncStream[logs_pb2.LogRecord]:
         """As ``LogsAPI.stream``: ``async for record in client.logs.stream(...)``."""
-        if tail < 0:
-            raise InvalidArgument(
-                "tail must not be negative", reason="INVALID_ARGUMENT", metadata={"field": "tail"}
-            )
-        request = logs_pb2.StreamLogsRequest(
-            min_level=level_value(level, "level") if level is not None else 0,  # type: ignore[arg-type]
-            sources=list(sources),
-            association_id=association_id,
-            ae_title=ae_title,
-            tail=tail,
-            follow=follow,
-        )
+        request = _logs.stream_request(follow, tail, level, sources, association_id, ae_title)
         deadline = timeout if timeout is not None or follow else self._client.timeout
         call = self._client._open_stream(self._stub.StreamLogs, request, deadline)
         return AsyncStream(self._client, call, _logs._split, on_dropped)
@@ -739,14 +728,7 @@ class AsyncLogsAPI:
         self, level: str | int | None, source: str = "", *, timeout: float | None = None
     ) -> LevelChange:
         """As ``LogsAPI.set_level``."""
-        value = 0 if level is None else level_value(level)
-        if value == 0 and not source:
-            raise InvalidArgument(
-                "the default level cannot be unset; give a level",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "level"},
-            )
-        request = logs_pb2.SetLogLevelRequest(source=source, level=value)  # type: ignore[arg-type]
+        request = _logs.level_request(level, source)
         response = await self._client._call(self._stub.SetLogLevel, request, timeout)
         return LevelChange(LogLevels.of(response.levels), response.changed)
 

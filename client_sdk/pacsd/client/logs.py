@@ -92,6 +92,42 @@ def _split(
     return None, None  # a newer server's item this SDK does not know
 
 
+def stream_request(
+    follow: bool,
+    tail: int,
+    level: str | int | None,
+    sources: Iterable[str],
+    association_id: str,
+    ae_title: str,
+) -> logs_pb2.StreamLogsRequest:
+    """The StreamLogs request for ``LogsAPI.stream`` and its async twin (checked)."""
+    if tail < 0:
+        raise InvalidArgument(
+            "tail must not be negative", reason="INVALID_ARGUMENT", metadata={"field": "tail"}
+        )
+    return logs_pb2.StreamLogsRequest(
+        min_level=level_value(level, "level") if level is not None else 0,  # type: ignore[arg-type]
+        sources=list(sources),
+        association_id=association_id,
+        ae_title=ae_title,
+        tail=tail,
+        follow=follow,
+    )
+
+
+def level_request(level: str | int | None, source: str) -> logs_pb2.SetLogLevelRequest:
+    """The SetLogLevel request for ``LogsAPI.set_level`` and its async twin (checked:
+    the default level can be changed, not unset)."""
+    value = 0 if level is None else level_value(level)
+    if value == 0 and not source:
+        raise InvalidArgument(
+            "the default level cannot be unset; give a level",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "level"},
+        )
+    return logs_pb2.SetLogLevelRequest(source=source, level=value)  # type: ignore[arg-type]
+
+
 class LogsAPI:
     """``pacsd.admin.v1.LogService``: read the server's log, set its levels.
 
@@ -123,18 +159,7 @@ class LogsAPI:
         ``timeout`` defaults to the client's for a tail and to none for a follow,
         which lasts as long as the caller wants.
         """
-        if tail < 0:
-            raise InvalidArgument(
-                "tail must not be negative", reason="INVALID_ARGUMENT", metadata={"field": "tail"}
-            )
-        request = logs_pb2.StreamLogsRequest(
-            min_level=level_value(level, "level") if level is not None else 0,  # type: ignore[arg-type]
-            sources=list(sources),
-            association_id=association_id,
-            ae_title=ae_title,
-            tail=tail,
-            follow=follow,
-        )
+        request = stream_request(follow, tail, level, sources, association_id, ae_title)
         deadline = timeout if timeout is not None or follow else self._client.timeout
         call = open_stream(self._client, self._stub.StreamLogs, request, deadline)
         return Stream(self._client, call, _split, on_dropped)
@@ -156,13 +181,6 @@ class LogsAPI:
         """Set the default level (``source`` "") or one source's, at once and until the
         server restarts. ``level=None`` drops a source's own level, so it follows the
         default again."""
-        value = 0 if level is None else level_value(level)
-        if value == 0 and not source:
-            raise InvalidArgument(
-                "the default level cannot be unset; give a level",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "level"},
-            )
-        request = logs_pb2.SetLogLevelRequest(source=source, level=value)  # type: ignore[arg-type]
+        request = level_request(level, source)
         response = self._client._call(self._stub.SetLogLevel, request, timeout)
         return LevelChange(LogLevels.of(response.levels), response.changed)
