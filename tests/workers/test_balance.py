@@ -11,7 +11,6 @@ import array
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -24,17 +23,6 @@ from tests.workers.test_workers import associate
 
 ROUNDS = 4
 HELD = 6
-
-
-@pytest.fixture
-def server(start_pacsd: Callable[..., PacsdProcess]) -> PacsdProcess:
-    return start_pacsd(env={"PACSD_WORKERS": "2"})
-
-
-@pytest.fixture
-def channel(server: PacsdProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.endpoint) as ch:
-        yield ch
 
 
 def _live_by_worker(channel: grpc.Channel, prefix: str) -> dict[int, int]:

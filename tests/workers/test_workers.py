@@ -12,11 +12,10 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import pytest
 from google.protobuf import struct_pb2
 from pacsd.admin.v1 import (
     addins_pb2,
@@ -41,17 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SPY = ROOT / "tests" / "addins" / "spy.py"
 VERIFICATION = "1.2.840.10008.1.1"
 ASSOCIATIONS = 24
-
-
-@pytest.fixture
-def server(start_pacsd: Callable[..., PacsdProcess]) -> PacsdProcess:
-    return start_pacsd(env={"PACSD_WORKERS": "2"})
-
-
-@pytest.fixture
-def channel(server: PacsdProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.endpoint) as ch:
-        yield ch
 
 
 def status(channel: grpc.Channel) -> server_pb2.Server:
