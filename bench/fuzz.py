@@ -409,12 +409,17 @@ def _types(data: bytes) -> list[int] | None:
     return types if pos == len(data) else None
 
 
-def _read(sock: socket.socket, seconds: float, quiet: float | None = None) -> tuple[bytes, bool]:
-    """Bytes until the server closes (True) or ``seconds`` pass, or ``quiet`` seconds
-    pass without data (False)."""
+def _read(
+    sock: socket.socket,
+    seconds: float,
+    quiet: float | None = None,
+    done: Callable[[bytes], bool] = lambda data: False,
+) -> tuple[bytes, bool]:
+    """Bytes until the server closes (True) or ``seconds`` pass, ``quiet`` seconds pass
+    without data, or ``done`` says the bytes are enough (False)."""
     data = b""
     deadline = time.monotonic() + seconds
-    while True:
+    while not done(data):
         left = deadline - time.monotonic()
         if left <= 0:
             return data, False
@@ -428,6 +433,7 @@ def _read(sock: socket.socket, seconds: float, quiet: float | None = None) -> tu
         if not chunk:
             return data, True
         data += chunk
+    return data, False
 
 
 #: What pacsd logs for an exception that is not a decode error (``pdu_guard.UNEXPECTED``).
@@ -472,23 +478,11 @@ def _transcript(steps: list[tuple[str, int]], received: bytes, closed: bool) -> 
 
 def _read_pdu(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
     """Bytes until one whole PDU is in, the server closes (True) or ``seconds`` pass."""
-    data = b""
-    deadline = time.monotonic() + seconds
-    while len(data) < 6 or len(data) < 6 + int(struct.unpack(">L", data[2:6])[0]):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return data, False
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return data, False
-        except OSError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
-    return data, False
+    return _read(sock, seconds, done=_whole_pdu)
+
+
+def _whole_pdu(data: bytes) -> bool:
+    return len(data) >= 6 and len(data) >= 6 + int(struct.unpack(">L", data[2:6])[0])
 
 
 def run_case(port: int, case: Case, close_within: float) -> Outcome:
