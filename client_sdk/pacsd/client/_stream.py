@@ -29,7 +29,30 @@ T = TypeVar("T")
 DropCallback = Callable[[int, int], None]
 
 
-class Stream(Generic[T]):
+class StreamItems(Generic[T]):
+    """What a stream, sync or async, makes of each response: an item, or a "dropped N"
+    notice counted in ``dropped`` and handed to ``on_dropped``."""
+
+    def __init__(
+        self, split: Callable[[Any], tuple[T | None, Any]], on_dropped: DropCallback | None
+    ) -> None:
+        self._split = split
+        self._on_dropped = on_dropped
+        #: Items the server dropped for this stream so far (its latest total).
+        self.dropped = 0
+
+    def _item(self, response: Any) -> T | None:
+        """The response's item; None for a notice (or a response without an item)."""
+        item, dropped = self._split(response)
+        if dropped is not None:
+            self.dropped = int(dropped.total)
+            if self._on_dropped is not None:
+                self._on_dropped(int(dropped.count), int(dropped.total))
+            return None
+        return item
+
+
+class Stream(StreamItems[T]):
     """The items of one server stream, in order; see the module docstring."""
 
     def __init__(
@@ -39,13 +62,10 @@ class Stream(Generic[T]):
         split: Callable[[Any], tuple[T | None, Any]],
         on_dropped: DropCallback | None = None,
     ) -> None:
+        super().__init__(split, on_dropped)
         self._client = client
         self._call = call
-        self._split = split
-        self._on_dropped = on_dropped
         self._cancelled = threading.Event()
-        #: Items the server dropped for this stream so far (its latest total).
-        self.dropped = 0
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -62,12 +82,7 @@ class Stream(Generic[T]):
                 with self._client._state_lock:
                     connected = self._client._ready
                 raise from_rpc_error(exc, self._client.endpoint, connected=connected) from exc
-            item, dropped = self._split(response)
-            if dropped is not None:
-                self.dropped = int(dropped.total)
-                if self._on_dropped is not None:
-                    self._on_dropped(int(dropped.count), int(dropped.total))
-                continue
+            item = self._item(response)
             if item is not None:
                 return item
 

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 import grpc.aio
@@ -60,7 +60,7 @@ from pacsd.client import _health
 from pacsd.client import associations as _associations
 from pacsd.client import logs as _logs
 from pacsd.client._paging import PageTokens
-from pacsd.client._stream import DropCallback
+from pacsd.client._stream import DropCallback, StreamItems
 from pacsd.client.addins import AddinChange, SettingsChange, from_struct, to_struct
 from pacsd.client.aetitles import (
     _ECHO_SLACK,
@@ -226,7 +226,7 @@ class AsyncClient:
         return method(request, timeout=timeout, metadata=self._metadata)
 
 
-class AsyncStream(Generic[T]):
+class AsyncStream(StreamItems[T]):
     """``Stream`` on grpc.aio: the items of one server stream, as an async iterator.
 
     Every gRPC failure arrives as a ``PacsdError``; ``cancel()`` (or leaving an
@@ -241,13 +241,10 @@ class AsyncStream(Generic[T]):
         split: Callable[[Any], tuple[T | None, Any]],
         on_dropped: DropCallback | None = None,
     ) -> None:
+        super().__init__(split, on_dropped)
         self._client = client
         self._call = call
-        self._split = split
-        self._on_dropped = on_dropped
         self._cancelled = False
-        #: Items the server dropped for this stream so far (its latest total).
-        self.dropped = 0
 
     def __aiter__(self) -> Self:
         return self
@@ -270,12 +267,7 @@ class AsyncStream(Generic[T]):
                 raise self._client._error(exc) from exc
             if response is grpc.aio.EOF:
                 raise StopAsyncIteration
-            item, dropped = self._split(response)
-            if dropped is not None:
-                self.dropped = int(dropped.total)
-                if self._on_dropped is not None:
-                    self._on_dropped(int(dropped.count), int(dropped.total))
-                continue
+            item = self._item(response)
             if item is not None:
                 return item
 
