@@ -274,7 +274,7 @@ class PacsdRequestHandler(RequestHandler):
     server: PacsdAssociationServer
 
     def handle(self) -> None:
-        balancer = balance.current() if self.server.reuse_port else None
+        balancer = self.server.balancer
         started: list[Association] = []
         self._pacsd_started = started
         try:
@@ -313,7 +313,7 @@ class PacsdRequestHandler(RequestHandler):
         assoc.dul.socket.__class__ = FastSocket
         assoc.dul.socket.send_lock = threading.Lock()  # type: ignore[union-attr]
         reactor.install(assoc)  # both threads wait for work instead of polling every 1 ms
-        balancer = balance.current() if self.server.reuse_port else None
+        balancer = self.server.balancer
         if balancer is not None:
             assoc.pacsd_on_end = balancer.closed  # type: ignore[attr-defined]
         self._pacsd_started.append(assoc)
@@ -401,6 +401,11 @@ class PacsdAssociationServer(ThreadedAssociationServer):
 
     # -- connections, and the engine processes' share of them (workers/balance.py) ---
 
+    @property
+    def balancer(self) -> balance.Balancer | None:
+        """This process's balancer, for a listener in a port group of several processes."""
+        return balance.current() if self.reuse_port else None
+
     def server_activate(self) -> None:
         super().server_activate()
         if self.reuse_port:
@@ -412,7 +417,7 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         super().server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        balancer = balance.current() if self.reuse_port else None
+        balancer = self.balancer
         if balancer is not None and balancer.hand_over(request):
             # A sibling serves it now. Close this copy only: shutdown_request would
             # shut the connection down for the sibling too.
@@ -424,7 +429,7 @@ class PacsdAssociationServer(ThreadedAssociationServer):
         """Serve a connection on its own thread: one accepted here, or one a sibling
         engine process handed over. It counts on this process's load from now until
         its association ends (PacsdRequestHandler.handle)."""
-        balancer = balance.current() if self.reuse_port else None
+        balancer = self.balancer
         if balancer is not None:
             balancer.opened()
         try:
