@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pacsd.server.storage import fast_header
 from pacsd.server.storage.attributes import UnreadableInstance, _fast_record, read_instance
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -170,3 +171,27 @@ def test_not_dicom_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 300)
     with pytest.raises(UnreadableInstance):
         read_instance(path)
+
+
+@pytest.mark.parametrize("case", ["plain", "header past the first read"])
+def test_the_head_a_caller_holds_is_parsed_instead_of_the_file(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive passes the bytes the engine spooled (``head``) and the size: the
+    record is the one read from the file, and the file is not read at all."""
+    ds = _base()
+    if case == "header past the first read":
+        ds.add_new(0x00091010, "OB", b"\x00" * (fast_header.HEAD_BYTES + 10))
+    path = _write(tmp_path, ds)
+    data = path.read_bytes()
+    expected = read_instance(path)
+
+    def no_reads(*_: Any) -> bytes:
+        raise AssertionError("the file was read back")
+
+    monkeypatch.setattr(fast_header, "read_head", no_reads)
+    if case == "plain":
+        assert _fast_record(path, data) is not None
+        assert read_instance(path, head=data, size=len(data)) == expected
+    else:  # needs pydicom, which reads the file as before
+        assert _fast_record(path, data[: fast_header.HEAD_BYTES]) is None

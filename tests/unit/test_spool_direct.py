@@ -58,8 +58,12 @@ def test_every_byte_lands_in_order(tmp_path: Path, total: int, sizes: list[int])
     spool.finish()
     assert spool.error is None
     spool.close()
-    assert (tmp_path / "rx.part").read_bytes() == HEADER + b"".join(fragments)
+    written = (tmp_path / "rx.part").read_bytes()
+    assert written == HEADER + b"".join(fragments)
     assert went_direct == (len(HEADER) + total > direct.HEAD)
+    # What the archive parses the header from, instead of reading the file back.
+    assert bytes(spool.head) == written[: direct.HEAD]
+    assert spool.size == len(written)
 
 
 def test_a_file_system_that_refuses_direct_io_is_remembered(tmp_path: Path) -> None:
@@ -75,8 +79,26 @@ def test_a_file_system_that_refuses_direct_io_is_remembered(tmp_path: Path) -> N
         assert not _is_direct(spool.fileno())
     spool.finish()
     spool.close()
-    assert (folder / "rx.part").read_bytes() == HEADER + b"".join(fragments)
+    written = (folder / "rx.part").read_bytes()
+    assert written == HEADER + b"".join(fragments)
+    assert bytes(spool.head) == written[: direct.HEAD] and spool.size == len(written)
     assert direct.usable(tmp_path)  # only that folder
+
+
+def test_a_file_moved_away_is_not_removed_by_discard(tmp_path: Path) -> None:
+    """Once the archive renamed the spool file into place, the name it had may be
+    anyone's: ``discard`` (which the engine calls after every C-STORE) only closes."""
+    spool = SpoolFile(tmp_path / "rx.part", HEADER)
+    spool.write(b"data")
+    spool.finish()
+    final = tmp_path / "final.dcm"
+    os.rename(tmp_path / "rx.part", final)
+    spool.moved(final)
+    (tmp_path / "rx.part").write_bytes(b"someone else's")
+    spool.discard()
+    assert (tmp_path / "rx.part").read_bytes() == b"someone else's"
+    assert final.read_bytes() == HEADER + b"data"
+    assert spool.fileno() == -1  # closed all the same
 
 
 def test_staging_buffers_are_reused(tmp_path: Path) -> None:

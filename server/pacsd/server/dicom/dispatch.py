@@ -242,6 +242,7 @@ class Dispatcher:
             _encoded=encoded,
             _file_meta=lambda: event.file_meta,
             dataset_path=spooled.path if spooled is not None else None,
+            _spooled=spooled,
         )
         try:
             return self._status(route, self._call_answered(route, request, event))

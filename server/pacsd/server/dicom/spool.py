@@ -112,6 +112,12 @@ class SpoolFile:
     the file is written with ``O_DIRECT`` from a page-aligned staging buffer
     (``direct.py`` says why and measures it); where the file system refuses direct I/O
     every byte goes through the page cache, with writeback started as it grows.
+
+    The bytes written through the page cache are also kept (``head``, at most
+    ``direct.HEAD``): the archive parses the header from them, and makes the file
+    durable through this descriptor (``fileno``), rather than opening it twice more.
+    Once the archive has renamed the file into place it says so (``moved``), and
+    ``discard`` then only closes it.
     """
 
     def __init__(self, path: Path, header: bytes) -> None:
@@ -126,6 +132,10 @@ class SpoolFile:
         #: The staging buffer once the file went direct (bytes waiting in it: _staged).
         self._stage: direct.Stage | None = None
         self._staged = 0
+        #: The file's first bytes (up to ``direct.HEAD``), as written.
+        self.head = bytearray()
+        #: Where the file went once an add-in renamed it away (``moved``).
+        self.moved_to: Path | None = None
         try:
             # A file created ahead of time if one is ready (spool_files.py says why).
             fd = spool_files.for_folder(path.parent).take_into(path)
@@ -158,6 +168,8 @@ class SpoolFile:
 
     def _write_through(self, view: memoryview) -> None:
         size = len(view)
+        if self._written < direct.HEAD:
+            self.head += view[: direct.HEAD - self._written]
         while view:  # a raw write may be short
             view = view[os.write(self._fd, view) :]
         self._written += size
@@ -189,6 +201,15 @@ class SpoolFile:
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def size(self) -> int:
+        """The file's length once ``finish`` ran."""
+        return self._written
+
+    def moved(self, final: Path) -> None:
+        """The file now lives at ``final`` (renamed by its new owner): not ours to remove."""
+        self.moved_to = final
+
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
             self.error = exc
@@ -196,8 +217,10 @@ class SpoolFile:
         self.discard()
 
     def discard(self) -> None:
-        """Close and remove the file (a failed or abandoned transfer)."""
+        """Close and remove the file (a failed or abandoned transfer), unless it moved."""
         self.close()
+        if self.moved_to is not None:
+            return
         try:
             self.path.unlink()
         except FileNotFoundError:

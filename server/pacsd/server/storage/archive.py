@@ -76,10 +76,13 @@ class Archive:
         tmp = self._temp_file(req)
         if isinstance(tmp, StoreOutcome):
             return tmp
+        spooled = req._spooled if req.dataset_path is not None else None
         try:
-            return self._store_file(req, tmp, on_duplicate)
+            return self._store_file(req, tmp, on_duplicate, spooled)
         finally:
-            tmp.unlink(missing_ok=True)  # a no-op once renamed into place
+            if spooled is None:
+                tmp.unlink(missing_ok=True)  # a no-op once renamed into place
+            # else the engine discards its spool file unless it was moved (SpoolFile)
 
     def _temp_file(self, req: StoreRequest) -> Path | StoreOutcome:
         if req.dataset_path is not None:
@@ -96,10 +99,15 @@ class Archive:
             log.error("C-STORE of %s: cannot write: %s", req.sop_instance_uid, exc)
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {exc.strerror}")
 
-    def _store_file(self, req: StoreRequest, tmp: Path, on_duplicate: OnDuplicate) -> StoreOutcome:
+    def _store_file(
+        self, req: StoreRequest, tmp: Path, on_duplicate: OnDuplicate, spooled: Any
+    ) -> StoreOutcome:
         uid = req.sop_instance_uid
         try:
-            record = read_instance(tmp)
+            if spooled is not None:
+                record = read_instance(tmp, head=bytes(spooled.head), size=spooled.size)
+            else:
+                record = read_instance(tmp)
         except UnreadableInstance as exc:
             log.warning("C-STORE of %s refused: %s", uid, exc)
             return StoreOutcome(CANNOT_UNDERSTAND, str(exc)[:64])
@@ -119,11 +127,14 @@ class Archive:
                 return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
             return StoreOutcome(Status.SUCCESS, "duplicate kept")
         try:
-            final = self.blobs.commit(tmp, uid)
+            fd = spooled.fileno() if spooled is not None else None
+            final = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
+        if spooled is not None:
+            spooled.moved(final)
         record.path = str(final)
         record.node = self.node
         try:

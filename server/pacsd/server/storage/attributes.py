@@ -238,11 +238,11 @@ def record_from_dataset(ds: Dataset, transfer_syntax: str) -> InstanceRecord:
     )
 
 
-def _fast_record(path: Path) -> InstanceRecord | None:
+def _fast_record(path: Path, head: bytes | None = None) -> InstanceRecord | None:
     """The record from the raw header (``fast_header``), or None when pydicom must read
     the file (also for missing or invalid UIDs: pydicom's path says why, in its words)."""
     try:
-        syntax, raw = fast_header.read(path, _WANTED)
+        syntax, raw = fast_header.read(path, _WANTED, head)
         texts = {k: fast_header.text(*raw[k]) for k in _COLUMN_KEYS if k in raw}
 
         attrs = tuple(
@@ -263,17 +263,20 @@ def _fast_record(path: Path) -> InstanceRecord | None:
         return None
 
 
-def read_instance(path: Path, fast: bool = True) -> InstanceRecord:
+def read_instance(
+    path: Path, fast: bool = True, head: bytes | None = None, size: int | None = None
+) -> InstanceRecord:
     """Parse only the indexed tags of a Part 10 file (never Pixel Data).
 
     Plain files are read from their raw header (``fast_header``); the others, and
-    ``fast=False``, with pydicom.
+    ``fast=False``, with pydicom. A caller that just wrote the file may pass its first
+    bytes (``head``, see ``fast_header.read``) and its ``size``, sparing the reads.
     """
     if fast:
-        record = _fast_record(path)
+        record = _fast_record(path, head)
         if record is not None:
             record.path = str(path)
-            record.size = path.stat().st_size
+            record.size = path.stat().st_size if size is None else size
             return record
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)

@@ -64,8 +64,11 @@ class BlobStore:
             raise ValueError(f"refusing path outside the blob store: {path}")
         return path
 
-    def commit(self, tmp_path: Path, sop_instance_uid: str) -> Path:
+    def commit(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Path:
         """Make a complete temporary file durable under its final name (replacing any).
+
+        ``fd``: a descriptor of the file the caller still holds open, fsynced instead
+        of opening the file again.
 
         A new bucket folder is created before the file's fsync and the root fsynced
         after it: the file's fsync commits the file system's journal with the new
@@ -78,11 +81,14 @@ class BlobStore:
         new_bucket = bucket.name not in self._buckets
         if new_bucket:
             bucket.mkdir(exist_ok=True)
-        fd = os.open(tmp_path, os.O_RDONLY)
-        try:
+        if fd is not None:
             os.fsync(fd)
-        finally:
-            os.close(fd)
+        else:
+            own = os.open(tmp_path, os.O_RDONLY)
+            try:
+                os.fsync(own)
+            finally:
+                os.close(own)
         if new_bucket:
             _fsync_dir(self.root)
             self._buckets.add(bucket.name)

@@ -170,9 +170,15 @@ def json_value(tag: int, vr: str, value: bytes) -> dict[str, Any]:
     return result
 
 
-def read(path: Path, tags: dict[int, tuple[str, str]]) -> tuple[str, dict[str, tuple[str, bytes]]]:
-    """(transfer syntax, keyword -> (VR, raw value)); :class:`NotFast` for pydicom's cases."""
-    head = read_head(path)
+def read(
+    path: Path, tags: dict[int, tuple[str, str]], head: bytes | None = None
+) -> tuple[str, dict[str, tuple[str, bytes]]]:
+    """(transfer syntax, keyword -> (VR, raw value)); :class:`NotFast` for pydicom's cases.
+
+    ``head``: the file's first bytes when the caller still holds them (at least
+    ``HEAD_BYTES`` of them, or the whole file).
+    """
+    head = read_head(path) if head is None else head[:HEAD_BYTES]
     syntax, pos = transfer_syntax(head)
     if syntax in _NOT_FAST:
         raise NotFast
