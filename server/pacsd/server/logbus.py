@@ -10,7 +10,8 @@ threads one short lock per record and never a wait.
 
 Every record is tagged here (``tag``) with its source and, when it was logged while
 serving an association, that association's ID, AE titles and peer: the same fields
-for the console, the files, the bus and the JSON lines.
+for the console, the files, the bus and the JSON lines. Tagging also escapes the
+control characters in its message (``logsafe``), so one record is one line everywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pacsd.server.fanout import Broadcaster, Subscription
 from pacsd.server.logcontext import current_association
+from pacsd.server.logsafe import escape_controls, neutralise
 
 #: A state-changing control-plane call; between INFO and WARNING so that it shows at
 #: the default level and a WARNING-only log still filters it out deliberately.
@@ -58,11 +60,13 @@ def source_of(logger_name: str) -> str:
 
 
 def tag(record: logging.LogRecord) -> None:
-    """Set source, association ID, AE titles and peer on ``record`` (once).
+    """Set source, association ID, AE titles and peer on ``record`` (once), and
+    escape the control characters in its message (``logsafe.neutralise``).
 
     Values given with ``extra=`` win over the current association, so code that acts
     on an association from outside its threads (the control plane aborting one) can
-    still name it.
+    still name it. Every sink tags before it formats, so this is the one place that
+    keeps peer-supplied text from breaking a record over several lines.
     """
     attrs = record.__dict__
     if attrs.get("_pacsd_tagged"):
@@ -76,6 +80,7 @@ def tag(record: logging.LogRecord) -> None:
     else:
         for name in ("assoc_id", "calling_ae", "called_ae", "peer"):
             attrs.setdefault(name, "")
+    neutralise(record)
     assoc_id = attrs["assoc_id"]
     attrs["assoc"] = f" {assoc_id} {attrs['calling_ae']}->{attrs['called_ae']}" if assoc_id else ""
     if attrs.get("worker") and not assoc_id:  # relayed from a worker (workers/relay.py);
@@ -144,7 +149,7 @@ def entry_of(record: logging.LogRecord, sequence: int) -> LogEntry:
     try:
         message = record.getMessage()
     except Exception as exc:  # a bad format string must not lose the record
-        message = f"{record.msg!r} (unformattable with {record.args!r}: {exc})"
+        message = escape_controls(f"{record.msg!r} (unformattable with {record.args!r}: {exc})")
     return LogEntry(
         sequence=sequence,
         time=record.created,

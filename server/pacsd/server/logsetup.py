@@ -9,6 +9,12 @@ ID, AE titles, peer; see ``logbus.tag``):
 - the log bus (``logbus.LogBus``): the in-memory tail and the live streams that
   ``pacsctl logs`` reads.
 
+Every sink tags a record before it formats it (``logbus.tag``), and tagging escapes
+the control characters in its message (``logsafe``): text a DICOM peer sent, quoted
+in a warning, cannot start a fake line or drive the terminal. Python warnings
+(pydicom's "Invalid value for VR ..." among them) are routed into the same pipeline
+instead of printed raw on stderr.
+
 Levels are stdlib logger levels, so a record below its level is never even built:
 the root logger holds the default level, and a source with a level of its own has it
 set on its logger ("core" -> ``pacsd.core``, "control" -> ``pacsd.control``, an
@@ -22,9 +28,11 @@ import logging
 import logging.handlers
 import sys
 import threading
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from pacsd.server.logbus import AUDIT, LogBus, SourceTagger, exception_text, extras_of, tag
 
@@ -122,7 +130,57 @@ def configure(level: str, settings: Settings | None = None) -> LogBus:
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
     # The audit trail is recorded whatever the default level, until told otherwise.
     logging.getLogger(FIXED_SOURCES["control"]).setLevel(AUDIT)
+    _capture_warnings()
     return log_bus
+
+
+# -- Python warnings ------------------------------------------------------------------
+
+#: Logger of captured Python warnings (the name ``logging.captureWarnings`` uses).
+WARNINGS_LOGGER = "py.warnings"
+
+_pydicom_warn_and_log: CodeType | None = None
+
+
+def _capture_warnings() -> None:
+    """Send Python warnings to the log instead of raw to stderr.
+
+    The default ``showwarning`` writes the message verbatim, so a peer's value in a
+    library warning would reach the console unescaped and outside the record format.
+    pydicom reports nearly everything through ``warn_and_log``, which logs the
+    message as well as warning it; those warnings are dropped here rather than
+    logged twice.
+    """
+    global _pydicom_warn_and_log
+    from pydicom.misc import warn_and_log
+
+    _pydicom_warn_and_log = warn_and_log.__code__
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if _called_from(sys._getframe(1), _pydicom_warn_and_log):
+        return
+    logging.getLogger(WARNINGS_LOGGER).warning(
+        "%s: %s", category.__name__, message, extra={"warning_at": f"{filename}:{lineno}"}
+    )
+
+
+def _called_from(frame: FrameType | None, code: CodeType | None, depth: int = 4) -> bool:
+    """True if ``code`` runs within ``depth`` frames of ``frame`` (``warnings.warn``
+    is C; between it and ``showwarning`` there is only ``warnings._showwarnmsg``)."""
+    while frame is not None and depth > 0:
+        if frame.f_code is code:
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def bus() -> LogBus:
