@@ -6,13 +6,15 @@ them rewritten to ``%s``. Values are always bound parameters, never spliced into
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a
 crash or power loss, which is what lets a C-STORE be answered only after commit. Writes
 go through one connection under a lock (SQLite has one writer anyway); reads use one
-connection per thread, which WAL lets run beside the writer.
+connection per thread, which WAL lets run beside the writer, and which is closed when
+its thread ends.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -101,6 +103,37 @@ class IndexDB:
         return int(row[0])
 
 
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with suppress(sqlite3.Error):
+        conn.close()
+
+
+class _ThreadReader:
+    """One thread's read connection, closed when that thread lets go of it.
+
+    The only lasting reference is the thread's slot in ``SqliteIndexDB._local``, which
+    CPython drops when the thread ends; the finalizer then closes the connection. So a
+    connection lives exactly as long as its thread, however many threads come and go
+    (one per association, gRPC workers), with nothing to prune and nothing to scan. It
+    cannot be closed while in use: the thread that is reading still holds its slot, and
+    ``read()`` holds the reader for the length of the ``with`` block besides. This
+    holder exists because ``sqlite3.Connection`` cannot be weakly referenced, so neither
+    a ``WeakSet`` nor ``weakref.finalize`` can watch it directly; the finalizer refers
+    to the connection only, never to the holder or the database, so it keeps neither
+    alive.
+    """
+
+    __slots__ = ("__weakref__", "close", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        #: Closes the connection once: on ``SqliteIndexDB.close()`` or at collection.
+        self.close = weakref.finalize(self, _close_quietly, conn)
+        # Not at interpreter exit: a daemon thread may still be reading then, and the
+        # process ending releases the descriptors anyway.
+        self.close.atexit = False
+
+
 class SqliteIndexDB(IndexDB):
     dialect = "sqlite"
 
@@ -108,8 +141,11 @@ class SqliteIndexDB(IndexDB):
         self.path = path
         self._write_lock = threading.Lock()
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        # The live readers, for close(); weak, so an exited thread's reader is collected
+        # (and its connection closed) instead of being kept here for ever. A WeakSet is
+        # safe to snapshot while the collector removes entries from other threads.
+        self._readers: weakref.WeakSet[_ThreadReader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
         try:
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode=WAL")
@@ -118,12 +154,14 @@ class SqliteIndexDB(IndexDB):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA cache_size=-65536")
-        with self._all_lock:
-            self._all.append(conn)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA cache_size=-65536")
+        except BaseException:
+            _close_quietly(conn)
+            raise
         return conn
 
     @contextmanager
@@ -140,20 +178,29 @@ class SqliteIndexDB(IndexDB):
 
     @contextmanager
     def read(self) -> Iterator[Conn]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        yield Conn(conn, self.dialect)
+        reader: _ThreadReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = _ThreadReader(self._connect())
+            with self._readers_lock:
+                self._readers.add(reader)
+            self._local.reader = reader
+        yield Conn(reader.conn, self.dialect)
 
     def close(self) -> None:
-        with self._all_lock:
-            for conn in self._all:
-                with suppress(sqlite3.Error):
-                    conn.close()
-            self._all.clear()
+        """Close the writer and every live thread's reader (their threads, if they read
+        again, get ``sqlite3.ProgrammingError``: the index is shut)."""
+        with self._readers_lock:
+            readers = list(self._readers)
+        for reader in readers:
+            reader.close()
+        _close_quietly(self._writer)
 
 
 class PostgresIndexDB(IndexDB):
+    """Reads and writes borrow from one bounded pool and give the connection back when
+    their ``with`` block ends, so no connection belongs to a thread and none outlives
+    one: at most ``max_connections`` exist however many threads come and go."""
+
     dialect = "postgresql"
 
     def __init__(self, url: str, max_connections: int = 16) -> None:
