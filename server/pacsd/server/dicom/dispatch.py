@@ -60,6 +60,10 @@ FAILURE: dict[Service, int] = {
     Service.C_MOVE: Status.UNABLE_TO_PROCESS,
 }
 
+#: C-STORE: "Data Set does not match SOP Class" (PS3.4 Table B.2-1), the archive's answer to a
+#: SOP Instance or Class UID that is not a UID (storage/archive.py).
+INVALID_UID = 0xA900
+
 
 class Dispatcher:
     """Holds what dispatch needs beyond the event: the current table, limits, registry."""
@@ -216,11 +220,25 @@ class Dispatcher:
         except Exception as exc:
             return self._failure(route, exc)
 
-    def handle_store(self, event: Event) -> int:
+    def handle_store(self, event: Event) -> Any:
+        rq: Any = event.request
+        refused: str | None = getattr(rq, "_pacsd_refused", None)
+        if refused is not None:
+            # Its command set does not name a storable instance (spool.py): nothing was
+            # spooled, and no add-in is asked. The archive's answer for such UIDs.
+            info = association_info(event.assoc)
+            with logcontext.association(info):
+                log.warning(
+                    "C-STORE from %s (%s) refused with 0x%04X: %s",
+                    info.calling_ae,
+                    info.peer_host,
+                    INVALID_UID,
+                    refused,
+                )
+            return _with_comment(INVALID_UID, "invalid SOP Instance or Class UID")
         route = self._route(event, Service.C_STORE)
         if route is None:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)
-        rq: Any = event.request
         spooled: SpoolFile | None = getattr(rq, "_pacsd_spool", None)
         if self._refused(event, Service.C_STORE):
             if spooled is not None:

@@ -7,6 +7,12 @@ file in the data directory's ``tmp/`` folder, on the same file system as the arc
 that storing it is a rename. A write error (full disk, I/O error) does not break the
 association: the file is removed, the remaining fragments are drained, and the request
 reaches its handler with ``receive_error`` set, so the peer gets a proper 0xA700.
+
+A C-STORE-RQ whose Affected SOP Class or Instance UID is not a UID (non-ASCII, too
+long, letters, absent) is not spooled at all: no file could be named or described by
+it, and pynetdicom would abort the association over it. Its dataset fragments are read
+and dropped, and it reaches dispatch as a request marked ``_pacsd_refused`` (with the
+reason), which answers it with a failure; the association goes on.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from pacsd.server.dicom import dimse_decode, direct, spool_files
+from pacsd.server.storage.uids import is_valid_uid
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 log = logging.getLogger("pacsd.core.spool")
 
@@ -33,6 +45,16 @@ IMPLEMENTATION_VERSION = "PACSD_01"
 
 _names = itertools.count(1)
 _unpack_us = struct.Struct("<H").unpack
+
+#: Affected SOP Class UID (0000,0002) and Affected SOP Instance UID (0000,1000).
+_SOP_CLASS_TAG = 0x00000002
+_SOP_INSTANCE_TAG = 0x00001000
+#: The SOP class a refused C-STORE goes to pynetdicom under when neither its command
+#: nor its context names a storage class: pynetdicom picks the service class by it, and
+#: only the Storage service class hands a C-STORE to dispatch (any other aborts).
+_SOME_STORAGE_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+#: At most this much of a refused value is shown in the log line.
+_SHOWN_BYTES = 80
 
 #: Start writing a spool file to disk once this much of it is not yet on its way: the
 #: fsync that makes a stored instance durable then waits for the tail only (a 0.5 MB
@@ -100,6 +122,62 @@ def file_meta_bytes(
     )
     group_length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
     return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+def _valid_uid(raw: bytes | None) -> str | None:
+    """The UID a raw command element holds, if it is one by the rule the archive
+    applies (PS3.5 9.1: digits and dots, at most 64 characters), else None."""
+    if raw is None or not raw.isascii():
+        return None
+    text = raw.decode("ascii").rstrip("\x00 ")
+    return text if is_valid_uid(text) else None
+
+
+def _shown(raw: bytes) -> str:
+    """A refused value for the log, escaped: ASCII as quoted text, anything else as the
+    bytes that arrived (``b'1.2.\\xc3\\xa9'``), so no raw byte reaches a log line."""
+    value = raw.rstrip(b"\x00 ")
+    cut = value[:_SHOWN_BYTES]
+    shown = repr(cut.decode("ascii")) if cut.isascii() else repr(cut)
+    return shown if len(cut) == len(value) else f"{shown}... ({len(value)} bytes)"
+
+
+def _uid_problems(cs: Dataset) -> str | None:
+    """Why a C-STORE-RQ's command set cannot be stored under its UIDs, or None."""
+    problems = []
+    for tag, name in ((_SOP_CLASS_TAG, "Class"), (_SOP_INSTANCE_TAG, "Instance")):
+        raw = _raw_value(cs, tag)
+        if raw is None:
+            problems.append(f"no Affected SOP {name} UID")
+        elif _valid_uid(raw) is None:
+            problems.append(f"invalid Affected SOP {name} UID {_shown(raw)}")
+    return "; ".join(problems) or None
+
+
+def _raw_value(cs: Dataset, tag: int) -> bytes | None:
+    """An element's bytes as received (pynetdicom's decode leaves them unconverted)."""
+    elem = cs.get_item(tag)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return value
+    return None if value is None else str(value).encode("utf-8", "surrogateescape")
+
+
+def _storage_class(*candidates: str | None) -> str:
+    """The first candidate pynetdicom serves with its Storage service class."""
+    for uid in candidates:
+        if uid and uid_to_service_class(uid) is StorageServiceClass:
+            return uid
+    return _SOME_STORAGE_CLASS
+
+
+class _Drain(BytesIO):
+    """Where a refused C-STORE's dataset fragments go: read off the wire, kept nowhere."""
+
+    def write(self, buffer: Any, /) -> int:
+        return len(buffer)
 
 
 class SpoolFile:
@@ -305,7 +383,9 @@ class SpoolingMessage(DIMSEMessage):
         raw = self.encoded_command_set.getvalue()
         fields = dimse_decode.parse(raw) or {}
         store = dimse_decode.store_request(fields)
-        if store is not None:
+        # Without an instance UID it is refused below: pynetdicom would drop it
+        # unanswered, and its spool file would stay in tmp/.
+        if store is not None and store.AffectedSOPInstanceUID is not None:
             self.__dict__.pop("_pacsd_command_set", None)
             self.__dict__["_pacsd_raw_command_set"] = raw
             self.__class__ = _spooling_class(C_STORE_RQ)
@@ -326,11 +406,48 @@ class SpoolingMessage(DIMSEMessage):
             raise ValueError("command set without a single Command Data Set Type")
         real = _MESSAGE_TYPES[field][1]
         self.__class__ = _spooling_class(real)
+        if issubclass(real, C_STORE_RQ):
+            problems = _uid_problems(cs)
+            if problems is not None:
+                self._refuse(assoc, context_id, cs, problems)
+                return data_set_type == 0x0101
         if data_set_type == 0x0101:
             return True
         if issubclass(real, C_STORE_RQ):
             self._open_spool(assoc, context_id, cs.AffectedSOPClassUID, cs.AffectedSOPInstanceUID)
         return False
+
+    def _refuse(self, assoc: Any, context_id: int, cs: Dataset, problems: str) -> None:
+        """Make the C-STORE-RQ a request dispatch refuses (``_pacsd_refused``), and drop
+        its dataset as it arrives.
+
+        pynetdicom needs a Storage SOP class to hand the request to dispatch, and both
+        UIDs to call it a request at all: a valid instance UID is kept (the response
+        echoes it), an invalid one becomes empty (left out of the response); the class
+        UID is the command's if it is a valid Storage SOP class, else the context's, else
+        some Storage SOP class (a non-storage context), since the response cannot carry
+        what arrived. A request without a Message ID cannot be answered: that raises,
+        and the association is aborted as for any undecodable command set.
+        """
+        message_id, priority = cs.get("MessageID"), cs.get("Priority")
+        if not isinstance(message_id, int):
+            raise ValueError(f"C-STORE-RQ with {problems} and no Message ID to answer")
+        sop_class = _valid_uid(_raw_value(cs, _SOP_CLASS_TAG))
+        cx = assoc._accepted_cx.get(context_id)
+        primitive = C_STORE()
+        primitive.MessageID = message_id
+        primitive.Priority = priority if priority in (0, 1, 2) else 0
+        primitive._affected_sop_class_uid = UID(
+            _storage_class(sop_class, str(cx.abstract_syntax) if cx is not None else None),
+            validation_mode=pydicom_config.IGNORE,
+        )
+        primitive._affected_sop_instance_uid = UID(
+            _valid_uid(_raw_value(cs, _SOP_INSTANCE_TAG)) or "",
+            validation_mode=pydicom_config.IGNORE,
+        )
+        primitive._pacsd_refused = problems  # type: ignore[attr-defined]
+        self._pacsd_primitive = primitive
+        self.data_set = _Drain()
 
     def _open_spool(self, assoc: Any, context_id: int, sop_class: Any, sop_instance: Any) -> None:
         cx = assoc._accepted_cx[context_id]
