@@ -177,6 +177,24 @@ def store_echo(port: int, calling: str = "TESTSCU") -> int:
             assoc.release()
 
 
+def test_a_private_sop_class_an_addin_accepts_is_stored(
+    pacsd: PacsdProcess, addins: addins_pb2_grpc.AddinServiceStub
+) -> None:
+    """pynetdicom serves a C-STORE only for the SOP classes it lists as storage and
+    aborts the association over any other; pacsd hands every C-STORE to the add-in its
+    presentation context was accepted for."""
+    from tests.addins.private_store import PRIVATE_SOP_CLASS
+
+    ds = sc_instance(PRIVATE_SOP_CLASS)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()  # archivable
+    assert store(pacsd.dicom_port, ds) == -1  # not accepted before the add-in is loaded
+    load(addins, TEST_ADDINS / "private_store.py")
+    assert store(pacsd.dicom_port, ds) == 0x0000
+    stored = list((pacsd.data_dir / "blobs").rglob(f"{ds.SOPInstanceUID}.dcm"))
+    assert len(stored) == 1, stored
+    assert "Association Aborted" not in pacsd.stderr()
+
+
 def test_raising_handler_gives_failure_and_server_keeps_serving(
     pacsd: PacsdProcess, addins: addins_pb2_grpc.AddinServiceStub
 ) -> None:

@@ -27,6 +27,7 @@ SC = wire.SECONDARY_CAPTURE
 #: The context the stores go on (wire.associate's default: Secondary Capture, Explicit LE).
 CONTEXT = 3
 DATASET_DOES_NOT_MATCH = 0xA900
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 VALID_INSTANCE = "1.2.826.0.1.3680043.8.498.1"
 #: Absent from the command set altogether.
 MISSING = None
@@ -154,3 +155,30 @@ def test_invalid_uid_is_answered_a900_and_the_association_goes_on(
     assert " WARNING " in lines[0] and "0xA900" in lines[0], lines[0]
     assert "invalid PDU" not in log and "Traceback" not in log
     assert server.stderr_path.read_bytes().isascii(), "a received byte reached the log raw"
+
+
+@pytest.mark.parametrize(
+    "sop_class", ["1.2.3", "1.2.840.10008.5.1.4.1.1.2"], ids=["not storage", "CT"]
+)
+def test_a_command_naming_another_sop_class_than_its_context_is_refused(
+    server: PacsdProcess, sop_class: str
+) -> None:
+    """A valid SOP Class UID that is not the presentation context's: pynetdicom found
+    no service class for a non-storage one and aborted the association, leaving the
+    spooled dataset in ``tmp/``, and stored the other under a class its context did
+    not negotiate. Both are answered 0x0122, nothing is kept, the association goes on."""
+    tmp_before, blobs_before = _leftovers(server)
+    instance = generate_uid()
+    sock = wire.associate(server.dicom_port)
+    with sock:
+        status = _store(sock, sop_class.encode(), instance.encode(), _dataset(instance), mid=1)
+        assert status == SOP_CLASS_NOT_SUPPORTED
+        assert _leftovers(server) == (tmp_before, blobs_before)
+        good = generate_uid()
+        assert _store(sock, SC.encode(), good.encode(), _dataset(good), mid=2) == 0x0000
+        sock.sendall(wire.release_rq())
+        assert wire.read_answer(sock, 5.0, until_closed=False).first == wire.RELEASE_RP
+    assert _leftovers(server) == (tmp_before, blobs_before | {good})
+    why = f"its SOP Class {sop_class} is not the one of its presentation context ({SC})"
+    lines = [line for line in server.wait_for_log(why).splitlines() if why in line]
+    assert len(lines) == 1 and "refused with 0x0122" in lines[0], lines

@@ -1,10 +1,9 @@
 """C-STORE requests served on the thread that read them (reactor.DimseQueue): what a
 peer does wrong there still ends the way it did on the association thread.
 
-- pynetdicom aborts a request it has no service class for; that abort waits for the
-  reading thread to stop, so on the reading thread it must be finished by the
-  association thread: the peer gets its A-ABORT at once, and once it closes, both of
-  the association's threads end.
+- A C-STORE of a SOP class pynetdicom has no service class for (it aborted the
+  association over it, from the reading thread) is answered there like any other:
+  0x0122, at once, and the association goes on with no thread left behind.
 - A second command set before the first one's dataset accumulates with it (pynetdicom's
   rule): the first request must not be served on its own.
 """
@@ -60,20 +59,27 @@ def open_association(port: int) -> socket.socket:
     return sock
 
 
-def test_an_abort_while_serving_a_store_ends_both_threads(server: PacsdProcess) -> None:
+def test_a_store_of_an_unknown_sop_class_is_answered_and_the_association_goes_on(
+    server: PacsdProcess,
+) -> None:
     pid = server.proc.pid
+    assert wire.echo_ok(server.dicom_port)  # the threads a C-ECHO starts on first use
     baseline = steady_threads(pid)
     sock = open_association(server.dicom_port)
     with sock:
-        # An accepted context, but a SOP class no service class handles: pynetdicom
-        # aborts the association from within the request.
+        # An accepted context, but a SOP class no service class of pynetdicom handles.
         sock.sendall(wire.p_data(3, store_command("1.2.3.4", with_dataset=False), command=True))
         answer = wire.read_answer(sock, 5, until_closed=False)
-    assert answer.seconds < PROMPT and answer.pdu_types == [wire.ABORT], answer
+        assert answer.seconds < PROMPT and answer.pdu_types == [wire.P_DATA], answer
+        assert wire._status(answer.raw) == 0x0122
+        sock.sendall(wire.p_data(1, wire.echo_rq(2), command=True))
+        echoed = wire.read_answer(sock, 5, until_closed=False)
+        assert echoed.pdu_types == [wire.P_DATA] and wire._status(echoed.raw) == 0, echoed
+        sock.sendall(wire.release_rq())
+        assert wire.read_answer(sock, 5).pdu_types == [wire.RELEASE_RP]
     assert steady_threads(pid) <= baseline  # a leak is more; a startup thread may end
-    assert wire.echo_ok(server.dicom_port)
     log = server.stderr()
-    assert "No supported service class" in log
+    assert "No supported service class" not in log
     assert "Traceback" not in log and "Exception in thread" not in log
 
 
@@ -85,10 +91,12 @@ def test_a_second_command_set_is_not_served_as_the_first(server: PacsdProcess) -
             + wire.p_data(1, wire.echo_rq(2), command=True)
         )
         answer = wire.read_answer(sock, 1, until_closed=False)
+        status = wire._status(answer.raw)
         sock.sendall(wire.release_rq())
         answer.pdu_types += wire.read_answer(sock, 5).pdu_types
-    # The accumulated command set is the C-ECHO's (its elements came last): answered,
-    # then released, as before requests were served on the reading thread. The stale
-    # C-STORE of the unknown class would have been aborted instead.
+    # The accumulated command set is the C-ECHO's (its elements came last): answered
+    # with success, then released, as before requests were served on the reading
+    # thread. The stale C-STORE of the unknown class would have been refused (0x0122).
     assert answer.pdu_types == [wire.P_DATA, wire.RELEASE_RP], answer
-    assert "'1.2.3.99'" not in server.stderr()
+    assert status == 0x0000, hex(status or 0)
+    assert "1.2.3.99" not in server.stderr()

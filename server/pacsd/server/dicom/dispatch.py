@@ -236,6 +236,23 @@ class Dispatcher:
                     refused,
                 )
             return _with_comment(INVALID_UID, "invalid SOP Instance or Class UID")
+        context_class = str(event.context.abstract_syntax)
+        if rq.AffectedSOPClassUID != context_class:
+            # A C-STORE is routed by its presentation context; one whose command names
+            # another SOP class would be stored under a class it does not claim.
+            info = association_info(event.assoc)
+            with logcontext.association(info):
+                log.warning(
+                    "C-STORE from %s (%s) refused with 0x0122: its SOP Class %s is not"
+                    " the one of its presentation context (%s)",
+                    info.calling_ae,
+                    info.peer_host,
+                    rq.AffectedSOPClassUID,
+                    context_class,
+                )
+            return _with_comment(
+                int(Status.SOP_CLASS_NOT_SUPPORTED), "SOP Class differs from its context"
+            )
         route = self._route(event, Service.C_STORE)
         if route is None:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)

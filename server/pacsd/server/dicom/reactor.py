@@ -40,6 +40,7 @@ from typing import Any, cast
 from pynetdicom import evt
 from pynetdicom.association import LOGGER, Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
 
 #: Longest a loop blocks without looking at pynetdicom's flags and timers (seconds).
 MAX_WAIT = 0.05
@@ -190,6 +191,49 @@ class PacsdAssociation(Association):
             return True
         finally:
             self.pacsd_serving.release()
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        try:
+            if msg.__class__ is C_STORE:
+                self._pacsd_serve_store(msg, context_id)
+            else:
+                super()._serve_request(msg, context_id)
+        finally:
+            # Dispatch discards (or the archive moves) every spooled dataset it is
+            # given; one that never reached it (ignored, aborted) must not keep its
+            # descriptor and its file in tmp/ until the next start.
+            spooled = getattr(msg, "_pacsd_spool", None)
+            if spooled is not None:
+                spooled.discard()
+
+    def _pacsd_serve_store(self, msg: C_STORE, context_id: int) -> None:
+        """pynetdicom's ``_serve_request`` (3.0.4) for a C-STORE-RQ, with one change:
+        it always goes to the Storage service class, whatever SOP class the command
+        names.
+
+        pynetdicom picks the service class by that SOP class, and one it does not list
+        as storage (a private SOP class an add-in accepted, or a command naming some
+        other class) finds no SCP and aborts the association. Dispatch routes a
+        C-STORE by its presentation context instead, and the add-in (the archive
+        checks the dataset against the command) answers it. This also spares the
+        linear search of pynetdicom's SOP class tables per instance.
+        """
+        if self._sent_release:
+            LOGGER.warning(f"{msg.msg_type} message received during association release, ignoring")
+            return
+        if not msg.is_valid_request:
+            LOGGER.warning(f"Received unexpected {msg.msg_type} service message")
+            return
+        context = self._accepted_cx.get(context_id)
+        if context is None:
+            LOGGER.info(f"Received DIMSE message with invalid or rejected context ID: {context_id}")
+            self.abort()
+            return
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        StorageServiceClass(self).SCP(msg, context)
+        self._is_paused = False
+        self.dimse.cancel_req = {}
 
     def run(self) -> None:
         try:
