@@ -404,10 +404,10 @@ def test_user_identity_with_pynetdicom(identity_server: PacsdProcess) -> None:
     assert missing.is_rejected
     assert _rejection(missing) == (1, 1, 1)
 
-    log = identity_server.stderr()
-    assert "wrong passcode for user 'alice'" in log
-    assert "user 'mallory' unknown" in log
-    assert "no user identity given" in log
+    # A rejection reaches the peer before its log line is written: wait for each.
+    identity_server.wait_for_log("wrong passcode for user 'alice'")
+    identity_server.wait_for_log("user 'mallory' unknown")
+    log = identity_server.wait_for_log("no user identity given")
     assert PASSCODE not in log and WRONG not in log
 
 
