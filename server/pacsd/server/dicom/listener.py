@@ -249,8 +249,13 @@ class DicomListener:
             "grace period of %.1fs over; aborting %d association(s)", grace_period, len(live)
         )
         for item in live:
-            item.assoc.abort()
-        self.tracker.wait_idle(5.0)
+            _abort_soon(item.assoc)
+        if not self.tracker.wait_idle(5.0):
+            log.warning(
+                "%d association(s) still open after their abort (an add-in handler holds"
+                " their thread); stopping without them",
+                len(self.tracker.live()),
+            )
 
     def pause(self) -> bool:
         with self._lock:
@@ -348,10 +353,21 @@ class DicomListener:
             },
         )
         item.assoc.pacsd_abort_reason = "by control plane"  # type: ignore[attr-defined]
-        item.assoc.abort()
+        _abort_soon(item.assoc)
         if not self.tracker.wait_closed(assoc_id, timeout):
             log.warning("association %s still open %.0fs after its abort", assoc_id, timeout)
         return item
+
+
+def _abort_soon(assoc: Any) -> None:
+    """Abort ``assoc`` on a thread of its own; the caller waits a bounded time.
+
+    pynetdicom's abort returns once the association's reading thread has stopped, and a
+    handler past its time limit may hold that thread for as long as it runs, for ever if
+    it hangs: a shutdown, or an operator's abort, waited for it whatever the grace
+    period. The thread is a daemon, so a stuck abort never keeps the process alive.
+    """
+    threading.Thread(target=assoc.abort, name="pacsd-abort", daemon=True).start()
 
 
 class SentMessages:
