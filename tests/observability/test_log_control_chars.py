@@ -10,6 +10,7 @@ live stream ``pacsctl logs -f`` prints.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from pacsd.client import Client
 from pacsd.server.logsafe import escape_controls, escape_controls_keep_newlines
 from pynetdicom import AE
 
-from tests.conftest import PacsdProcess
+from tests.conftest import PacsdProcess, run_pacsctl
 from tests.integration.dicom_peers import small_instance
 from tests.observability.common import Reader, start_with
 from tests.reliability import wire
@@ -188,6 +189,17 @@ def test_pydicom_warning_is_one_record_not_a_raw_stderr_write(
     [line] = [line for line in console.splitlines() if "Invalid value for VR UI" in line]
     assert " WARNING [pydicom " in line
     assert "UserWarning" not in console
+
+    # "pydicom" is a log source an operator can quieten like any other.
+    out = run_pacsctl(pacsd, "log-level", "ERROR", "--source", "pydicom")
+    assert out.returncode == 0 and "set to ERROR" in out.stdout, out.stdout + out.stderr
+    refusals = console.count("refused with 0xC000")
+    _send(pacsd.dicom_port, STUDY_ROOT_FIND, lambda a: list(a.send_c_find(query, STUDY_ROOT_FIND)))
+    deadline = time.monotonic() + 5
+    while pacsd.stderr().count("refused with 0xC000") == refusals:
+        assert time.monotonic() < deadline, "the second C-FIND was not refused"
+        time.sleep(0.05)
+    assert pacsd.stderr().count("Invalid value for VR UI") == 1
 
 
 def test_every_control_character_is_escaped_and_nothing_else_is() -> None:

@@ -43,7 +43,17 @@ if TYPE_CHECKING:
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(source)s%(assoc)s] %(message)s"
 
 #: Sources that are not add-ins, and the logger each one's level is set on.
-FIXED_SOURCES = {"core": "pacsd.core", "control": "pacsd.control", "pynetdicom": "pynetdicom"}
+#: Logger of captured Python warnings (the name ``logging.captureWarnings`` uses).
+WARNINGS_LOGGER = "py.warnings"
+
+FIXED_SOURCES = {
+    "core": "pacsd.core",
+    "control": "pacsd.control",
+    "pynetdicom": "pynetdicom",
+    "pydicom": "pydicom",
+    # Python warnings (``_capture_warnings``), whichever library raised them.
+    "py": WARNINGS_LOGGER,
+}
 
 _ADDIN_PREFIX = "pacsd.addin."
 _levels_lock = threading.Lock()
@@ -135,9 +145,6 @@ def configure(level: str, settings: Settings | None = None) -> LogBus:
 
 
 # -- Python warnings ------------------------------------------------------------------
-
-#: Logger of captured Python warnings (the name ``logging.captureWarnings`` uses).
-WARNINGS_LOGGER = "py.warnings"
 
 _pydicom_warn_and_log: CodeType | None = None
 
