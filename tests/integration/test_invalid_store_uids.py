@@ -83,20 +83,37 @@ def _dataset(instance: str) -> bytes:
     return bytes(buf.getvalue())
 
 
-def _store(
+def _store_answer(
     sock: socket.socket, sop_class: bytes | None, instance: bytes | None, data: bytes, mid: int
-) -> int:
+) -> bytes:
     """Send one C-STORE-RQ, its dataset in two P-DATA-TF fragments, and return the
-    Status of the answer (fails if the answer is not a P-DATA-TF)."""
+    answer's bytes (fails if the answer is not a P-DATA-TF)."""
     sock.sendall(wire.p_data(CONTEXT, _store_command(sop_class, instance, mid), command=True))
     half = len(data) // 2
     sock.sendall(wire.p_data(CONTEXT, data[:half], command=False, last=False))
     sock.sendall(wire.p_data(CONTEXT, data[half:], command=False, last=True))
     answer = wire.read_answer(sock, 5.0, until_closed=False)
     assert answer.first == wire.P_DATA, f"no C-STORE-RSP: {answer}"
-    status = wire._status(answer.raw)
-    assert status is not None, answer
+    return answer.raw
+
+
+def _store(
+    sock: socket.socket, sop_class: bytes | None, instance: bytes | None, data: bytes, mid: int
+) -> int:
+    """``_store_answer``'s Status."""
+    raw = _store_answer(sock, sop_class, instance, data, mid)
+    status = wire._status(raw)
+    assert status is not None, raw
     return status
+
+
+def _affected_sop_class(raw: bytes) -> str | None:
+    """The Affected SOP Class UID (0000,0002) of the command in an answer, if any."""
+    at = raw.find(struct.pack("<HH", 0x0000, 0x0002))
+    if at < 0:
+        return None
+    (length,) = struct.unpack("<L", raw[at + 4 : at + 8])
+    return raw[at + 8 : at + 8 + length].rstrip(b"\0").decode("ascii")
 
 
 def _shown(raw: bytes) -> str:
@@ -155,6 +172,26 @@ def test_invalid_uid_is_answered_a900_and_the_association_goes_on(
     assert " WARNING " in lines[0] and "0xA900" in lines[0], lines[0]
     assert "invalid PDU" not in log and "Traceback" not in log
     assert server.stderr_path.read_bytes().isascii(), "a received byte reached the log raw"
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "echoed"),
+    [(b"1.2.3", "1.2.3"), (b"1.2.abc", SC)],
+    ids=["valid class echoed", "invalid class: the context's"],
+)
+def test_the_answer_to_a_refused_store_echoes_its_valid_sop_class(
+    server: PacsdProcess, sop_class: bytes, echoed: str
+) -> None:
+    """PS3.7 9.3.1.2: a C-STORE-RSP's Affected SOP Class UID, when present, equals the
+    request's. A refusal for an invalid instance UID once answered with some storage
+    class of pacsd's choosing (pynetdicom needed one to hand the request on)."""
+    sock = wire.associate(server.dicom_port)
+    with sock:
+        raw = _store_answer(sock, sop_class, b"1.2.abc", _dataset(VALID_INSTANCE), mid=1)
+        assert wire._status(raw) == DATASET_DOES_NOT_MATCH
+        assert _affected_sop_class(raw) == echoed
+        sock.sendall(wire.release_rq())
+        assert wire.read_answer(sock, 5.0, until_closed=False).first == wire.RELEASE_RP
 
 
 @pytest.mark.parametrize(

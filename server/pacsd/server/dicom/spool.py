@@ -34,8 +34,6 @@ from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
 
 log = logging.getLogger("pacsd.core.spool")
 
@@ -49,10 +47,9 @@ _unpack_us = struct.Struct("<H").unpack
 #: Affected SOP Class UID (0000,0002) and Affected SOP Instance UID (0000,1000).
 _SOP_CLASS_TAG = 0x00000002
 _SOP_INSTANCE_TAG = 0x00001000
-#: The SOP class a refused C-STORE goes to pynetdicom under when neither its command
-#: nor its context names a storage class: pynetdicom picks the service class by it, and
-#: only the Storage service class hands a C-STORE to dispatch (any other aborts).
-_SOME_STORAGE_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+#: The SOP class a refused C-STORE carries when neither its command nor its context
+#: names one (an unaccepted context ID, which pynetdicom aborts over anyway).
+_NO_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 #: At most this much of a refused value is shown in the log line.
 _SHOWN_BYTES = 80
 
@@ -163,14 +160,6 @@ def _raw_value(cs: Dataset, tag: int) -> bytes | None:
     if isinstance(value, bytes):
         return value
     return None if value is None else str(value).encode("utf-8", "surrogateescape")
-
-
-def _storage_class(*candidates: str | None) -> str:
-    """The first candidate pynetdicom serves with its Storage service class."""
-    for uid in candidates:
-        if uid and uid_to_service_class(uid) is StorageServiceClass:
-            return uid
-    return _SOME_STORAGE_CLASS
 
 
 class _Drain(BytesIO):
@@ -421,13 +410,12 @@ class SpoolingMessage(DIMSEMessage):
         """Make the C-STORE-RQ a request dispatch refuses (``_pacsd_refused``), and drop
         its dataset as it arrives.
 
-        pynetdicom needs a Storage SOP class to hand the request to dispatch, and both
-        UIDs to call it a request at all: a valid instance UID is kept (the response
-        echoes it), an invalid one becomes empty (left out of the response); the class
-        UID is the command's if it is a valid Storage SOP class, else the context's, else
-        some Storage SOP class (a non-storage context), since the response cannot carry
-        what arrived. A request without a Message ID cannot be answered: that raises,
-        and the association is aborted as for any undecodable command set.
+        pynetdicom needs both UIDs to call it a request at all. A valid one is kept, so
+        the response echoes it as PS3.7 asks; an invalid instance UID becomes empty
+        (left out of the response), an invalid class UID the context's, since the
+        response cannot carry what arrived. A request without a Message ID cannot be
+        answered: that raises, and the association is aborted as for any undecodable
+        command set.
         """
         message_id, priority = cs.get("MessageID"), cs.get("Priority")
         if not isinstance(message_id, int):
@@ -437,10 +425,9 @@ class SpoolingMessage(DIMSEMessage):
         primitive = C_STORE()
         primitive.MessageID = message_id
         primitive.Priority = priority if priority in (0, 1, 2) else 0
-        primitive._affected_sop_class_uid = UID(
-            _storage_class(sop_class, str(cx.abstract_syntax) if cx is not None else None),
-            validation_mode=pydicom_config.IGNORE,
-        )
+        if sop_class is None:
+            sop_class = str(cx.abstract_syntax) if cx is not None else _NO_CLASS
+        primitive._affected_sop_class_uid = UID(sop_class, validation_mode=pydicom_config.IGNORE)
         primitive._affected_sop_instance_uid = UID(
             _valid_uid(_raw_value(cs, _SOP_INSTANCE_TAG)) or "",
             validation_mode=pydicom_config.IGNORE,
