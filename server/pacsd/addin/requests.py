@@ -99,7 +99,7 @@ class StoreRequest(_Request):
     _file_meta: Callable[[], Any] = field(default=lambda: None, repr=False, compare=False)
     #: Where the engine spooled the dataset, when it receives to a file.
     dataset_path: Path | None = None
-    #: The engine's open spool file behind ``dataset_path`` (``SpooledFile``): the
+    #: The engine's open spool file behind ``dataset_path`` (``spool.SpoolFile``): the
     #: archive parses the header from the bytes it still holds and fsyncs its
     #: descriptor, instead of opening the file twice more. Not part of the add-in API.
     _spooled: Any = field(default=None, repr=False, compare=False)

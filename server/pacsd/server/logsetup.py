@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 #: The console and text-file line: time, level, [source assoc calling->called], message.
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(source)s%(assoc)s] %(message)s"
 
-#: Sources that are not add-ins, and the logger each one's level is set on.
 #: Logger of captured Python warnings (the name ``logging.captureWarnings`` uses).
 WARNINGS_LOGGER = "py.warnings"
 
+#: Sources that are not add-ins, and the logger each one's level is set on.
 FIXED_SOURCES = {
     "core": "pacsd.core",
     "control": "pacsd.control",
