@@ -226,33 +226,17 @@ class Dispatcher:
         if refused is not None:
             # Its command set does not name a storable instance (spool.py): nothing was
             # spooled, and no add-in is asked. The archive's answer for such UIDs.
-            info = association_info(event.assoc)
-            with logcontext.association(info):
-                log.warning(
-                    "C-STORE from %s (%s) refused with 0x%04X: %s",
-                    info.calling_ae,
-                    info.peer_host,
-                    INVALID_UID,
-                    refused,
-                )
-            return _with_comment(INVALID_UID, "invalid SOP Instance or Class UID")
+            return _refuse_store(event, INVALID_UID, refused, "invalid SOP Instance or Class UID")
         context_class = str(event.context.abstract_syntax)
         if rq.AffectedSOPClassUID != context_class:
             # A C-STORE is routed by its presentation context; one whose command names
             # another SOP class would be stored under a class it does not claim.
-            info = association_info(event.assoc)
-            with logcontext.association(info):
-                log.warning(
-                    "C-STORE from %s (%s) refused with 0x0122: its SOP Class %s is not"
-                    " the one of its presentation context (%s)",
-                    info.calling_ae,
-                    info.peer_host,
-                    rq.AffectedSOPClassUID,
-                    context_class,
-                )
-            return _with_comment(
-                int(Status.SOP_CLASS_NOT_SUPPORTED), "SOP Class differs from its context"
+            why = (
+                f"its SOP Class {rq.AffectedSOPClassUID} is not the one of its"
+                f" presentation context ({context_class})"
             )
+            comment = "SOP Class differs from its context"
+            return _refuse_store(event, int(Status.SOP_CLASS_NOT_SUPPORTED), why, comment)
         route = self._route(event, Service.C_STORE)
         if route is None:
             return int(Status.SOP_CLASS_NOT_SUPPORTED)
@@ -585,6 +569,21 @@ def _abort_held(assoc: Any, reading_thread_held: bool) -> None:
         sock.send(pdu_guard.a_abort(0x00))
     with contextlib.suppress(Exception):
         sock.socket.shutdown(socket.SHUT_RDWR)
+
+
+def _refuse_store(event: Event, status: int, why: str, comment: str) -> Any:
+    """Refuse a C-STORE before any add-in sees it: one WARNING line in the
+    association's log context, and ``status`` with an Error Comment for the peer."""
+    info = association_info(event.assoc)
+    with logcontext.association(info):
+        log.warning(
+            "C-STORE from %s (%s) refused with 0x%04X: %s",
+            info.calling_ae,
+            info.peer_host,
+            status,
+            why,
+        )
+    return _with_comment(status, comment)
 
 
 def _with_comment(status: int, comment: str) -> Any:
