@@ -255,7 +255,12 @@ def test_instance_stored_reaches_observers_after_commit(
         assert Path(event["path"]).is_file()
 
 
-def test_full_disk_answers_a700_leaves_nothing_and_recovers(start_pacsd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("journal_mb", ["1", "8"])
+def test_full_disk_answers_a700_leaves_nothing_and_recovers(  # type: ignore[no-untyped-def]
+    start_pacsd, tmp_path: Path, journal_mb: str
+) -> None:
+    """With a 1 MiB store journal; and with the default 8 MiB, which does not fit the
+    6 MB file system: the server then starts without one (and says so)."""
     mount = tmp_path / "small"
     mount.mkdir()
     out = subprocess.run(
@@ -265,7 +270,15 @@ def test_full_disk_answers_a700_leaves_nothing_and_recovers(start_pacsd, tmp_pat
     )
     assert out.returncode == 0, f"tmpfs mount needed for this test: {out.stderr}"
     try:
-        server = start_pacsd(["--data-dir", str(mount / "data")])
+        server = start_pacsd(
+            ["--data-dir", str(mount / "data")], env={"PACSD_STORE_JOURNAL_MB": journal_mb}
+        )
+        journals = list((mount / "data" / "journal").glob("*.journal"))
+        if journal_mb == "8":
+            assert not journals
+            assert "store journal not created" in server.stderr()
+        else:
+            assert len(journals) == 1
         # Fill the file system so that about 1.5 MB remain.
         free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
         ballast = mount / "ballast"

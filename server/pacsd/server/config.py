@@ -128,6 +128,10 @@ class Settings(BaseModel):
     #: a young store's C-STOREs do not each wait for a new folder and an fsync of its
     #: parent (docs/storage.md). Off: they are made as instances arrive.
     prepare_buckets: bool = True
+    #: Size of each engine process's store journal, which makes a C-STORE durable with
+    #: one device flush instead of three (docs/reliability.md). 0: no journal; every
+    #: C-STORE fsyncs its file, its folder and the index commit.
+    store_journal_mb: int = Field(8, ge=0, le=1024)
     #: Seconds an add-in handler may run (per result for FIND/GET/MOVE) unless its
     #: decorator sets its own limit; past it the request is answered with a failure.
     handler_time_limit: float = Field(60.0, gt=0)

@@ -1,8 +1,11 @@
-"""The default storage service: blob store + index + group commit.
+"""The default storage service: blob store + index + group commit + store journal.
 
 ``store`` is the C-STORE path: validate, refuse a dataset that disagrees with its
-command, make the file durable under its final name, commit the index row (batched
-with others), and only then report success. Any failure before that leaves neither a
+command, make the instance durable, put the file under its final name, commit the index
+row (batched with others), and only then report success. Durable means, by default, one
+record in this process's store journal (journal.py): with the instance's bytes when it
+is small, and then its file and row wait for no flush; otherwise the file is fsynced
+before its rename as without the journal. Any failure before success leaves neither a
 file nor a row behind and answers 0xA700 (out of resources) or 0xA900/0xC000.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +26,15 @@ from pacsd.server.storage.attributes import UnreadableInstance, read_instance
 from pacsd.server.storage.blobs import BlobStore
 from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
+from pacsd.server.storage.journal import (
+    Epochs,
+    StoreJournal,
+    abandoned,
+    fsync_dir,
+    latest_per_instance,
+    read_records,
+    syncfs,
+)
 from pacsd.server.storage.uids import is_valid_uid
 from pydicom.dataset import Dataset
 
@@ -60,9 +73,22 @@ class Archive:
         self.index = index
         self.committer = GroupCommitter(index.add)
         self._on_stored = on_stored
+        #: This process's store journal (``open_journal``); None: every C-STORE flushes
+        #: its file, folder and index row itself.
+        self.journal: StoreJournal | None = None
+        self._epochs: Epochs | None = None
 
     def close(self) -> None:
         self.committer.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self._epochs is not None:
+            self._epochs.close()
+
+    def flush(self) -> None:
+        """Make every file and index row written so far durable (journal checkpoints)."""
+        syncfs(self.blobs.root)
+        self.index.db.flush()
 
     # -- C-STORE --------------------------------------------------------------------
 
@@ -103,9 +129,10 @@ class Archive:
         self, req: StoreRequest, tmp: Path, on_duplicate: OnDuplicate, spooled: Any
     ) -> StoreOutcome:
         uid = req.sop_instance_uid
+        head = bytes(spooled.head) if spooled is not None else None
         try:
             if spooled is not None:
-                record = read_instance(tmp, head=bytes(spooled.head), size=spooled.size)
+                record = read_instance(tmp, head=head, size=spooled.size)
             else:
                 record = read_instance(tmp)
         except UnreadableInstance as exc:
@@ -126,11 +153,22 @@ class Archive:
             if on_duplicate is OnDuplicate.REJECT:
                 return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
             return StoreOutcome(Status.SUCCESS, "duplicate kept")
+        # The whole file in memory: journalled with its bytes, renamed with no fsync.
+        whole = (
+            head if spooled is not None and head is not None and spooled.size == len(head) else None
+        )
+        epoch = self._journal(uid, whole)
+        if epoch is None:
+            whole = None
         try:
-            fd = spooled.fileno() if spooled is not None else None
-            final = self.blobs.commit(tmp, uid, fd=fd)
+            if whole is not None:
+                final = self.blobs.place(tmp, uid)
+            else:
+                fd = spooled.fileno() if spooled is not None else None
+                final = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
+            self._unjournal(uid, whole)
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
         if spooled is not None:
@@ -142,7 +180,17 @@ class Archive:
         except Exception as exc:
             log.error("C-STORE of %s: index commit failed: %s", uid, exc)
             self.blobs.delete(final)
+            self._unjournal(uid, whole)
             return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
+        if self.journal is not None and (epoch is None or self.journal.epoch_moved(epoch)):
+            try:  # no record, or a checkpoint's flush may have come before the above
+                if whole is not None:
+                    self.blobs.sync(final)
+                self.index.db.flush()
+            except OSError as exc:
+                log.error("C-STORE of %s: cannot make it durable: %s", uid, exc)
+                self._withdraw(uid, final, whole)
+                return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
         if self._on_stored is not None:
             stored = StoredInstanceInfo(
                 uid,
@@ -155,6 +203,37 @@ class Archive:
             )
             self._on_stored(req, stored)
         return StoreOutcome(Status.SUCCESS)
+
+    def _journal(self, uid: str, whole: bytes | None) -> int | None:
+        """Append the instance's record (its bytes if ``whole``); its epoch, or None
+        without a journal or if the journal failed (the caller flushes everything)."""
+        if self.journal is None:
+            return None
+        try:
+            return self.journal.append(uid, whole or b"")
+        except OSError as exc:
+            log.warning("C-STORE of %s: store journal failed (%s); flushing the file", uid, exc)
+            return None
+
+    def _withdraw(self, uid: str, final: Path, whole: bytes | None) -> None:
+        """Take back a stored instance whose answer is a failure (best effort)."""
+        try:
+            self.index.remove_instances([uid])
+        except Exception as exc:
+            log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
+        self.blobs.delete(final)
+        self._unjournal(uid, whole)
+
+    def _unjournal(self, uid: str, whole: bytes | None) -> None:
+        """A C-STORE that failed after its record: a later record without bytes keeps
+        a replay from bringing the failed instance back (the last record of a UID wins,
+        and one without bytes only re-indexes whatever file is there)."""
+        if self.journal is None or whole is None:
+            return
+        try:
+            self.journal.append(uid)
+        except OSError as exc:
+            log.warning("C-STORE of %s: cannot cancel its journal record: %s", uid, exc)
 
     # -- query and retrieve ---------------------------------------------------------
 
@@ -190,6 +269,10 @@ class Archive:
         if not is_valid_uid(uid):
             raise ValueError(f"invalid UID {uid!r}")
         doomed = self.index.instances_of(level, uid)
+        if doomed and self.journal is not None:
+            # No journal record of these may outlive their files: a replay would bring
+            # them back. The checkpoint makes every record so far unnecessary.
+            self.journal.checkpoint()
         for row in doomed:
             self.blobs.delete(Path(row.path))
         if doomed:
@@ -233,6 +316,74 @@ class Archive:
             log.warning("index reconciled with the files: %s", summary)
         return summary
 
+    # -- store journal ----------------------------------------------------------------
+
+    def open_journal(self, folder: Path, size: int, replay: bool, enable: bool = True) -> None:
+        """Deal with journals no live process holds, then start this process's.
+
+        ``replay`` (the first process, nothing else running): their records may stand
+        for files and rows the operating system lost, so they are applied. Otherwise
+        they are a dead worker's, whose files and rows are in the page cache: a
+        checkpoint makes them durable. Either way the files then go.
+        """
+        if not enable and not folder.is_dir():
+            return
+        self._epochs = Epochs(folder)
+        held = list(abandoned(folder))
+        try:
+            if replay and held:
+                self._replay([fd for _, fd in held], self._epochs.synced_through())
+            if held:
+                self._epochs.advance(self.flush)
+                for path, _ in held:
+                    path.unlink(missing_ok=True)
+                fsync_dir(folder)
+        finally:
+            for _, fd in held:
+                os.close(fd)
+        if not enable:
+            return
+        try:
+            self.journal = StoreJournal(folder, self._epochs, self.flush, size)
+        except OSError as exc:  # e.g. a data folder too small for it
+            log.warning(
+                "store journal not created (%s): every C-STORE flushes its own file and "
+                "index commit",
+                exc,
+            )
+            return
+        self.index.db.set_synchronous("NORMAL")  # the journal's records stand in for it
+
+    def _replay(self, fds: list[int], synced_through: int) -> None:
+        records = [record for fd in fds for record in read_records(fd, synced_through)]
+        latest = latest_per_instance(records)
+        rows = []
+        restored = 0
+        for uid, record in latest.items():
+            if not is_valid_uid(uid):
+                continue
+            path = self.blobs.path_for(uid)
+            try:
+                if record.data:
+                    self.blobs.commit(self.blobs.write_temp(record.data), uid)
+                    restored += 1
+                elif not path.exists():
+                    continue  # a cancelled store, or a file deleted since
+                row = read_instance(path)
+            except (UnreadableInstance, OSError) as exc:
+                log.error("journalled instance %s not restored: %s", uid, exc)
+                continue
+            row.path, row.node = str(path), self.node
+            rows.append(row)
+        for start in range(0, len(rows), 500):
+            self.index.add(rows[start : start + 500])
+        log.warning(
+            "store journal replayed: %d records, %d files rewritten, %d instances re-indexed",
+            len(records),
+            restored,
+            len(rows),
+        )
+
     def rebuild(self, batch: int = 500) -> int:
         """Re-index every file of this node from scratch (``pacsd index rebuild``)."""
         known = list(self.index.all_paths(self.node))
@@ -270,9 +421,13 @@ def open_archive(
     from pacsd.server.storage.index.db import open_index_db
 
     blobs = BlobStore(settings.data_dir)
+    journal_size = settings.store_journal_mb * 1024 * 1024
     index = Index(open_index_db(settings.index_url, settings.data_dir))
     archive = Archive(blobs, index, on_stored, node)
     try:
+        archive.open_journal(
+            settings.data_dir / "journal", journal_size, replay=reconcile, enable=journal_size > 0
+        )
         if reconcile:
             archive.reconcile()
     except Exception:

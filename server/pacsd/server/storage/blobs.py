@@ -96,6 +96,30 @@ class BlobStore:
         _fsync_dir(bucket)
         return final
 
+    def place(self, tmp_path: Path, sop_instance_uid: str) -> Path:
+        """Rename a complete temporary file to its final name, with no fsync.
+
+        Only for a file whose bytes the store journal holds (journal.py): a crash of the
+        operating system before the next checkpoint may lose the file or its name, and
+        the replay then writes it again from the journal.
+        """
+        final = self.path_for(sop_instance_uid)
+        if final.parent.name not in self._buckets:
+            final.parent.mkdir(exist_ok=True)
+        os.rename(tmp_path, final)
+        return final
+
+    def sync(self, path: Path) -> None:
+        """Make a file placed by ``place`` durable (fsync it, then its folder)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+        if path.parent.name not in self._buckets:  # made by ``place``, not yet durable
+            _fsync_dir(self.root)
+
     def write_temp(self, data: bytes) -> Path:
         """Write bytes to a new temporary file (for datasets that arrived in memory)."""
         path = self.tmp / f"w-{os.getpid()}-{os.urandom(6).hex()}.part"

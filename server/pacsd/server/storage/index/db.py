@@ -4,7 +4,10 @@ SQL is written once with ``?`` placeholders and run on either engine; PostgreSQL
 them rewritten to ``%s``. Values are always bound parameters, never spliced into text.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a
-crash or power loss, which is what lets a C-STORE be answered only after commit. Writes
+crash or power loss, which is what lets a C-STORE be answered only after commit. Once the
+store journal (storage/journal.py) is running the archive switches it to
+``synchronous=NORMAL``: a commit then waits for no device, the journal's record of the
+instance stands in for it, and a checkpoint calls ``flush``. Writes
 go through one connection under a lock (SQLite has one writer anyway); reads use one
 connection per thread, which WAL lets run beside the writer, and which is closed when
 its thread ends.
@@ -12,6 +15,7 @@ its thread ends.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import weakref
@@ -70,6 +74,14 @@ class IndexDB:
 
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every committed transaction durable (a no-op where each commit already
+        is; see ``SqliteIndexDB``)."""
+
+    def set_synchronous(self, mode: str) -> None:
+        """SQLite's ``synchronous`` for commits from now on (PostgreSQL: ignored; every
+        commit is durable there, and PostgreSQL may be on another machine)."""
 
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version in force."""
@@ -139,6 +151,8 @@ class SqliteIndexDB(IndexDB):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: FULL until the store journal takes over durability (``set_synchronous``).
+        self.synchronous = "FULL"
         self._write_lock = threading.Lock()
         self._local = threading.local()
         # The live readers, for close(); weak, so an exited thread's reader is collected
@@ -155,7 +169,7 @@ class SqliteIndexDB(IndexDB):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA cache_size=-65536")
@@ -185,6 +199,27 @@ class SqliteIndexDB(IndexDB):
                 self._readers.add(reader)
             self._local.reader = reader
         yield Conn(reader.conn, self.dialect)
+
+    def set_synchronous(self, mode: str) -> None:
+        if mode not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous={mode!r}")
+        with self._write_lock:
+            self.synchronous = mode
+            self._writer.execute(f"PRAGMA synchronous={mode}")
+
+    def flush(self) -> None:
+        """fsync the write-ahead log: under ``synchronous=NORMAL`` commits only reach
+        it through the page cache (SQLite syncs it itself before each checkpoint, and
+        the database file after). Any process's descriptor will do: it is one file."""
+        for path in (Path(f"{self.path}-wal"), self.path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         """Close the writer and every live thread's reader (their threads, if they read
