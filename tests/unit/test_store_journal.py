@@ -93,6 +93,17 @@ def test_the_ring_wraps_and_checkpoints_itself_when_full(tmp_path: Path) -> None
     assert uids and all(d == data for _, d in live)
 
 
+def test_records_that_fill_the_ring_exactly_wrap_inside_the_file(tmp_path: Path) -> None:
+    journal, epochs, _ = _journal(tmp_path)
+    # 46 bytes of record header and UID + 8146 bytes: 8192, 32 to a 256 KiB ring.
+    data = os.urandom(8146)
+    for n in range(100):
+        journal.append(f"1.2.{n:04d}", data)
+    assert journal.path.stat().st_size == SMALL_RING, "a record was written past the ring"
+    uids = [uid for uid, _ in _read(journal, epochs.synced_through())]
+    assert uids == [f"1.2.{n:04d}" for n in range(100 - len(uids), 100)] and uids
+
+
 def test_a_record_of_the_previous_lap_is_not_read_as_new(tmp_path: Path) -> None:
     journal, _, _ = _journal(tmp_path)
     for n in range(60):  # wraps at least once

@@ -35,6 +35,7 @@ from pacsd.server.metrics import MetricsEndpoint, StoreCounter
 from pacsd.server.services import ServiceRegistry
 from pacsd.server.storage.archive import Archive, open_archive
 from pacsd.server.storage.database import ServerDatabase
+from pacsd.server.storage.journal import JournalReplayFailed
 from pacsd.server.storage.lock import DataDirLock, DataDirLocked
 from pacsd.server.version import API_VERSION, VERSION
 from pacsd.server.workers.role import WorkerRole
@@ -237,6 +238,7 @@ class Runtime:
         except (
             DatabaseError,
             IndexUnavailable,
+            JournalReplayFailed,
             StartupAddinError,
             ControlBindError,
             ControlTLSError,

@@ -28,6 +28,7 @@ from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
 from pacsd.server.storage.journal import (
     Epochs,
+    JournalReplayFailed,
     StoreJournal,
     abandoned,
     fsync_dir,
@@ -77,6 +78,7 @@ class Archive:
         #: its file, folder and index row itself.
         self.journal: StoreJournal | None = None
         self._epochs: Epochs | None = None
+        self._data_fd = -1
 
     def close(self) -> None:
         self.committer.close()
@@ -84,10 +86,17 @@ class Archive:
             self.journal.close()
         if self._epochs is not None:
             self._epochs.close()
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1
 
     def flush(self) -> None:
-        """Make every file and index row written so far durable (journal checkpoints)."""
-        syncfs(self.blobs.root)
+        """Make every file and index row written so far durable (journal checkpoints).
+
+        ``syncfs`` goes through a descriptor held since the journal opened: it reports
+        a writeback error only to descriptors opened before the error.
+        """
+        syncfs(self._data_fd)
         self.index.db.flush()
 
     # -- C-STORE --------------------------------------------------------------------
@@ -153,11 +162,13 @@ class Archive:
             if on_duplicate is OnDuplicate.REJECT:
                 return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
             return StoreOutcome(Status.SUCCESS, "duplicate kept")
-        # The whole file in memory: journalled with its bytes, renamed with no fsync.
-        whole = (
-            head if spooled is not None and head is not None and spooled.size == len(head) else None
-        )
-        epoch = self._journal(uid, whole)
+        journalled = self.journal is not None
+        # A small instance, whole in memory: its record holds its bytes and is on the
+        # device before the file takes its final name (so that after a crash the name
+        # never holds a torn file: the replay rewrites it), and the file needs no fsync.
+        small = spooled is not None and head is not None and spooled.size == len(head)
+        whole = head if journalled and small else None
+        epoch = self._journal(uid, whole) if whole is not None else None
         if epoch is None:
             whole = None
         try:
@@ -168,9 +179,15 @@ class Archive:
                 final = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
-            self._unjournal(uid, whole)
+            if whole is not None:
+                self._retire_records()  # or the replay would store what failed here
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
+        if journalled and whole is None:
+            # The file is durable already: a record without bytes, written only now so
+            # that it never stands for a file that is not, takes the place of the index
+            # commit's flush (the replay indexes the UID again).
+            epoch = self._journal(uid, None)
         if spooled is not None:
             spooled.moved(final)
         record.path = str(final)
@@ -180,16 +197,22 @@ class Archive:
         except Exception as exc:
             log.error("C-STORE of %s: index commit failed: %s", uid, exc)
             self.blobs.delete(final)
-            self._unjournal(uid, whole)
+            if journalled:
+                self._retire_records()
             return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
-        if self.journal is not None and (epoch is None or self.journal.epoch_moved(epoch)):
-            try:  # no record, or a checkpoint's flush may have come before the above
-                if whole is not None:
-                    self.blobs.sync(final)
-                self.index.db.flush()
+        if journalled and (epoch is None or self._epoch_moved(epoch)):
+            try:
+                if epoch is None:
+                    # The journal failed. A checkpoint flushes this file and row, and
+                    # retires older records a replay would write over this version.
+                    self._checkpoint()
+                else:  # a checkpoint began after the record: its flush may have been early
+                    if whole is not None:
+                        self.blobs.sync(final)
+                    self.index.db.flush()
             except OSError as exc:
                 log.error("C-STORE of %s: cannot make it durable: %s", uid, exc)
-                self._withdraw(uid, final, whole)
+                self._withdraw(uid, final)
                 return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
         if self._on_stored is not None:
             stored = StoredInstanceInfo(
@@ -205,35 +228,44 @@ class Archive:
         return StoreOutcome(Status.SUCCESS)
 
     def _journal(self, uid: str, whole: bytes | None) -> int | None:
-        """Append the instance's record (its bytes if ``whole``); its epoch, or None
-        without a journal or if the journal failed (the caller flushes everything)."""
-        if self.journal is None:
-            return None
+        """Append the instance's record (its bytes if ``whole``); its epoch, or None if
+        the journal failed (the caller then flushes everything itself)."""
+        assert self.journal is not None
         try:
             return self.journal.append(uid, whole or b"")
         except OSError as exc:
-            log.warning("C-STORE of %s: store journal failed (%s); flushing the file", uid, exc)
+            log.warning("C-STORE of %s: store journal failed (%s); flushing instead", uid, exc)
             return None
 
-    def _withdraw(self, uid: str, final: Path, whole: bytes | None) -> None:
+    def _epoch_moved(self, epoch: int) -> bool:
+        assert self.journal is not None
+        try:
+            return self.journal.epoch_moved(epoch)
+        except OSError:  # the epoch file is closed (shutdown): flush to be safe
+            return True
+
+    def _checkpoint(self) -> None:
+        """Make every file and row so far durable and every journal record so far, in
+        any process, unnecessary (each journal frees its ring at its next checkpoint)."""
+        assert self._epochs is not None
+        self._epochs.advance(self.flush)
+
+    def _retire_records(self) -> None:
+        """After a C-STORE failed past its record: a checkpoint, so that no replay
+        stores what the peer was told had failed (best effort: logged if it fails)."""
+        try:
+            self._checkpoint()
+        except OSError as exc:
+            log.error("store journal checkpoint after a failed C-STORE failed: %s", exc)
+
+    def _withdraw(self, uid: str, final: Path) -> None:
         """Take back a stored instance whose answer is a failure (best effort)."""
         try:
             self.index.remove_instances([uid])
         except Exception as exc:
             log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
         self.blobs.delete(final)
-        self._unjournal(uid, whole)
-
-    def _unjournal(self, uid: str, whole: bytes | None) -> None:
-        """A C-STORE that failed after its record: a later record without bytes keeps
-        a replay from bringing the failed instance back (the last record of a UID wins,
-        and one without bytes only re-indexes whatever file is there)."""
-        if self.journal is None or whole is None:
-            return
-        try:
-            self.journal.append(uid)
-        except OSError as exc:
-            log.warning("C-STORE of %s: cannot cancel its journal record: %s", uid, exc)
+        self._retire_records()
 
     # -- query and retrieve ---------------------------------------------------------
 
@@ -269,14 +301,15 @@ class Archive:
         if not is_valid_uid(uid):
             raise ValueError(f"invalid UID {uid!r}")
         doomed = self.index.instances_of(level, uid)
-        if doomed and self.journal is not None:
-            # No journal record of these may outlive their files: a replay would bring
-            # them back. The checkpoint makes every record so far unnecessary.
-            self.journal.checkpoint()
         for row in doomed:
             self.blobs.delete(Path(row.path))
         if doomed:
             self.index.remove_instances([row.sop_instance_uid for row in doomed])
+        if doomed and self._epochs is not None:
+            # No journal record of these may outlive the delete, in any process: a
+            # replay would bring them back. Taken after the files went, so that a
+            # store of one of them that raced the delete is not brought back either.
+            self._checkpoint()
         return [info(row) for row in doomed]
 
     def reconcile(self) -> dict[str, Any]:
@@ -328,11 +361,18 @@ class Archive:
         """
         if not enable and not folder.is_dir():
             return
+        self._data_fd = os.open(self.blobs.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._epochs = Epochs(folder)
         held = list(abandoned(folder))
         try:
             if replay and held:
-                self._replay([fd for _, fd in held], self._epochs.synced_through())
+                try:
+                    self._replay([fd for _, fd in held], self._epochs.synced_through())
+                except OSError as exc:
+                    raise JournalReplayFailed(
+                        f"cannot replay the store journals in {folder}: {exc}; they are "
+                        "kept (free space or repair the disk, then start again)"
+                    ) from exc
             if held:
                 self._epochs.advance(self.flush)
                 for path, _ in held:
@@ -363,15 +403,15 @@ class Archive:
             if not is_valid_uid(uid):
                 continue
             path = self.blobs.path_for(uid)
+            if record.data:  # an OSError here ends the startup (open_journal)
+                self.blobs.commit(self.blobs.write_temp(record.data), uid)
+                restored += 1
+            elif not path.exists():
+                continue  # a store that failed once its record was written
             try:
-                if record.data:
-                    self.blobs.commit(self.blobs.write_temp(record.data), uid)
-                    restored += 1
-                elif not path.exists():
-                    continue  # a cancelled store, or a file deleted since
                 row = read_instance(path)
-            except (UnreadableInstance, OSError) as exc:
-                log.error("journalled instance %s not restored: %s", uid, exc)
+            except UnreadableInstance as exc:  # checked when stored: the disk changed it
+                log.error("journalled instance %s not indexed: %s", uid, exc)
                 continue
             row.path, row.node = str(path), self.node
             rows.append(row)

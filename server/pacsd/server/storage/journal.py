@@ -8,32 +8,36 @@ metadata to write: bench/README.md, sixth round). So each engine process appends
 record for every stored instance to its own preallocated journal file and flushes that:
 
 - an instance small enough to be held whole in memory (the spool's ``head``) is
-  journalled with its bytes; its file is renamed into place without an fsync and its
-  index row committed without one (the index runs ``synchronous=NORMAL``);
-- a larger one is written durably as before (fsync, rename, folder fsync), and its
-  record carries no bytes: it only stands in for the index commit's flush.
+  journalled with its bytes, and the record is on the device *before* the file is
+  renamed into place (without an fsync) and its index row committed (without one: the
+  index runs ``synchronous=NORMAL``);
+- a larger one is written durably as before (fsync, rename, folder fsync), and only
+  then gets a record without bytes, which stands in for the index commit's flush.
 
 **Checkpoints** make records unnecessary: open a new *epoch* in the shared epoch file,
 flush the data file system (``syncfs``) and the index, then mark the old epoch synced.
-Every record names the epoch current when it was written. The C-STORE writes its record
-first, then renames the file and commits the row, then looks at the epoch again: if it
-moved, a checkpoint's flush may have come too early for them, and the C-STORE flushes
-its own file and the index (``epoch_moved``; rare). Otherwise the flush that follows
+Every record names the epoch current when it was written. The C-STORE writes its record,
+then renames the file and commits the row, then looks at the epoch again: if it moved,
+a checkpoint's flush may have come too early for them, and the C-STORE flushes its own
+file and the index (``epoch_moved``; rare). Otherwise the flush that follows
 the opening of the next epoch covers them. So once epoch *e* is marked synced, no record
 of epoch *e* or older, in any process, is needed, and each process reuses its ring from
 its first record of a newer epoch. A process checkpoints when half its ring is used (on
-a helper thread), when it runs out of room, when an instance is deleted (so that a
-replay never brings it back), and when it closes.
+a helper thread), when it runs out of room, when it closes, and the archive takes one after
+a delete (so that a replay never brings a deleted instance back) and after a C-STORE
+that failed past its record (so that a replay does not store what the peer was told
+had failed). A flush that fails is never trusted again: the kernel reports a writeback
+error once, so no epoch is marked synced after it, and the process's stores answer
+0xA700 until a restart.
 
 **Replay** (startup, before any worker runs and before the index is reconciled): the
 records of every journal no live process holds, newer than the synced epoch, are
-applied in time order: the last record of a UID wins; with bytes it rewrites the file
-durably, and either way the UID is indexed again (its row may have been lost, or be
-the row of an older version). Writing the record before the rename also means that a
-file torn by the crash under its final name is rewritten whole. A C-STORE that fails
-after its record writes a second record without bytes, so that the replay does not
-bring back what the peer was told had failed. Only the operating system crashing (or
-power loss) can lose what the journal protects: a process that dies leaves its files
+applied in order (epoch, then ``CLOCK_MONOTONIC``): the last record of a UID wins; with
+bytes it rewrites the file durably, and either way the UID is indexed again (its row
+may have been lost, or be the row of an older version). Writing the record before the
+rename also means that a file torn by the crash under its final name is rewritten
+whole. A replay that cannot write a file stops the startup and keeps the journals.
+Only the operating system crashing (or power loss) can lose what the journal protects: a process that dies leaves its files
 and rows in the page cache, so a worker that finds a dead worker's journal only
 checkpoints and removes it.
 
@@ -76,34 +80,38 @@ _ZEROS = bytes(1024 * 1024)
 
 
 class JournalError(OSError):
-    """The journal cannot take this record (larger than half the ring)."""
+    """The journal cannot take this record (larger than half the ring, closed, or
+    failed), or no checkpoint can be trusted any more."""
+
+
+class JournalReplayFailed(Exception):
+    """Startup could not apply a crashed process's journal (kept for the next try)."""
 
 
 @dataclass(frozen=True)
 class Record:
     seq: int
     epoch: int
+    #: ``CLOCK_MONOTONIC`` when written: every unsynced record is of the current boot
+    #: (a replay retires the previous boot's before any new record is written).
     time_ns: int
     sop_instance_uid: str
     #: The instance file's bytes; empty when the file was made durable before the record.
     data: bytes
 
 
-def syncfs(path: Path) -> None:
-    """Flush every dirty page and inode of the file system holding ``path``.
+def syncfs(fd: int) -> None:
+    """Flush every dirty page and inode of the file system holding the open ``fd``.
 
-    One call instead of an fsync per file and folder written since the last checkpoint;
-    it reports writeback errors (Linux 5.8+), which a plain ``sync`` does not.
+    One call instead of an fsync per file and folder written since the last checkpoint.
+    It reports writeback errors (Linux 5.8+), which a plain ``sync`` does not, but only
+    those since ``fd`` was opened: the caller keeps one descriptor for its lifetime.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _LIBC is None:  # pragma: no cover - glibc always has it
-            os.sync()
-        elif _LIBC.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    if _LIBC is None:  # pragma: no cover - glibc always has it
+        os.sync()
+    elif _LIBC.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -133,6 +141,10 @@ class Epochs:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        #: A flush failed: the kernel reports a writeback error once, so a later flush
+        #: that succeeds proves nothing about the pages lost; no epoch is marked synced
+        #: again by this process (its stores answer 0xA700 until a restart).
+        self.failed: OSError | None = None
         path = folder / "epoch"
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -156,19 +168,30 @@ class Epochs:
 
         Serialised between processes by a lock on the file. Returns the synced epoch.
         """
+        if self.failed is not None:
+            raise JournalError(0, f"an earlier flush failed ({self.failed}); restart pacsd")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             epoch = self.current()
             os.pwrite(self._fd, _U64.pack(epoch + 1), 0)
-            flush()  # covers every record of ``epoch`` or older: they came before the line above
-            os.pwrite(self._fd, _U64.pack(epoch), _U64.size)
-            os.fdatasync(self._fd)
+            try:
+                flush()  # covers every record of ``epoch`` or older: written before the line above
+                os.pwrite(self._fd, _U64.pack(epoch), _U64.size)
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.failed = exc
+                log.error(
+                    "store journal checkpoint failed: %s; stores are refused until restart", exc
+                )
+                raise
             return epoch
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _aligned(n: int) -> int:
@@ -176,7 +199,7 @@ def _aligned(n: int) -> int:
 
 
 def _encode(seq: int, epoch: int, uid: bytes, data: bytes | memoryview) -> bytearray:
-    when = time.time_ns()
+    when = time.monotonic_ns()  # one clock for every process of this boot; never steps
     head = _REC.pack(_REC_MAGIC, seq, epoch, when, len(uid), len(data), 0)
     crc = zlib.crc32(data, zlib.crc32(uid, zlib.crc32(head)))
     out = bytearray(_aligned(_REC.size + len(uid) + len(data)))
@@ -245,6 +268,7 @@ class StoreJournal:
         #: Where each epoch's records begin: (epoch, count, position, seq).
         self._marks: deque[tuple[int, int, int, int]] = deque()
         self._checkpointing = False
+        self._background_thread: threading.Thread | None = None
         self._closed = False
         self._broken = False
         #: Records written and checkpoints taken (metrics and tests).
@@ -268,9 +292,10 @@ class StoreJournal:
             with self._lock:
                 if self._closed or self._broken:
                     raise JournalError(0, "the journal is closed or failed")
-                skip = self._size - self._pos if self._pos + length > self._size else 0
+                wrap = self._pos + length > self._size  # also when exactly at the end
+                skip = self._size - self._pos if wrap else 0
                 if self._end - self._start + skip + length <= self._capacity:
-                    epoch, end = self._write(uid, data, skip)
+                    epoch, end = self._write(uid, data, wrap)
                     half_full = self._end - self._start > self._capacity // 2
                     break
             self.checkpoint()  # full: make the records written so far unnecessary
@@ -285,10 +310,11 @@ class StoreJournal:
         committed the row the record stands for, so the caller flushes them itself."""
         return self._epochs.current() != epoch
 
-    def _write(self, uid: bytes, data: bytes | memoryview, skip: int) -> tuple[int, int]:
+    def _write(self, uid: bytes, data: bytes | memoryview, wrap: bool) -> tuple[int, int]:
         """Under ``_lock``: the pwrite comes before the next caller's, so an fdatasync
         that covers a record covers every record before it."""
-        if skip:
+        if wrap:
+            skip = self._size - self._pos
             if skip >= _REC.size:
                 os.pwrite(self._fd, _wrap_marker(self._seq), self._pos)
                 self._seq += 1
@@ -328,10 +354,12 @@ class StoreJournal:
 
     # -- checkpoints -----------------------------------------------------------------
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, closing: bool = False) -> None:
         """Flush the data and index (every process's records up to now become
         unnecessary), then move this ring's start past its own."""
         with self._checkpoint_lock:
+            if self._fd < 0 or (self._closed and not closing):
+                raise JournalError(0, "the journal is closed")
             synced = self._epochs.advance(self._flush)
             self.checkpoints += 1
             with self._lock:
@@ -342,10 +370,14 @@ class StoreJournal:
                 else:
                     start, position, seq = self._end, self._pos, self._seq
             # The new start is on the device before any byte before it is reused.
-            self._counter += 1
-            slot = (self._counter % 2) * _SLOT_SIZE
-            os.pwrite(self._fd, _slot(self._counter, position, seq), slot)
-            os.fdatasync(self._fd)
+            counter = self._counter + 1
+            try:
+                os.pwrite(self._fd, _slot(counter, position, seq), (counter % 2) * _SLOT_SIZE)
+                os.fdatasync(self._fd)
+            except OSError:
+                self._broken = True
+                raise
+            self._counter = counter
             with self._lock:
                 self._start = max(self._start, start)
 
@@ -354,13 +386,17 @@ class StoreJournal:
             if self._checkpointing or self._closed:
                 return
             self._checkpointing = True
-        threading.Thread(target=self._background, name="pacsd-journal", daemon=True).start()
+            self._background_thread = threading.Thread(
+                target=self._background, name="pacsd-journal", daemon=True
+            )
+        self._background_thread.start()
 
     def _background(self) -> None:
         try:
             self.checkpoint()
         except Exception as exc:  # the next append that needs room tries again
-            log.error("journal checkpoint failed: %s", exc)
+            if not self._closed:
+                log.error("journal checkpoint failed: %s", exc)
         finally:
             with self._lock:
                 self._checkpointing = False
@@ -371,18 +407,19 @@ class StoreJournal:
         with self._lock:
             if self._closed:
                 return
+            self._closed = True  # no more records, no more background checkpoints
+            background = self._background_thread
+        if background is not None:
+            background.join()
         try:
-            self.checkpoint()
+            self.checkpoint(closing=True)
         except OSError as exc:
             log.error("journal %s kept for the next startup: %s", self.path.name, exc)
-            with self._lock:
-                self._closed = True
-            os.close(self._fd)
-            return
-        with self._lock:
-            self._closed = True
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)
+        else:
+            self.path.unlink(missing_ok=True)
+        with self._checkpoint_lock:
+            fd, self._fd = self._fd, -1
+        os.close(fd)
 
 
 # -- after a crash ----------------------------------------------------------------------
@@ -402,17 +439,18 @@ def abandoned(folder: Path) -> Iterator[tuple[Path, int]]:
             continue
         yield path, fd
     for leftover in folder.glob("*.new"):  # a journal whose making was interrupted
-        try:
-            fd = os.open(leftover, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _alive(leftover.name.split("-")[0]):  # (locked only once made: ask the pid)
             leftover.unlink(missing_ok=True)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def read_records(fd: int, newer_than: int) -> list[Record]:
@@ -472,6 +510,6 @@ def read_records(fd: int, newer_than: int) -> list[Record]:
 def latest_per_instance(records: list[Record]) -> dict[str, Record]:
     """The last record of each SOP instance, across journals (by time, then seq)."""
     latest: dict[str, Record] = {}
-    for record in sorted(records, key=lambda r: (r.time_ns, r.seq)):
+    for record in sorted(records, key=lambda r: (r.epoch, r.time_ns, r.seq)):
         latest[record.sop_instance_uid] = record
     return latest
