@@ -37,9 +37,9 @@ bytes it rewrites the file durably, and either way the UID is indexed again (its
 may have been lost, or be the row of an older version). Writing the record before the
 rename also means that a file torn by the crash under its final name is rewritten
 whole. A replay that cannot write a file stops the startup and keeps the journals.
-Only the operating system crashing (or power loss) can lose what the journal protects: a process that dies leaves its files
-and rows in the page cache, so a worker that finds a dead worker's journal only
-checkpoints and removes it.
+Only the operating system crashing (or power loss) can lose what the journal protects:
+a process that dies leaves its files and rows in the page cache, so a worker that finds
+a dead worker's journal only checkpoints and removes it.
 
 The layout is deliberately plain. A journal file: a 4 KiB header holding two slots
 (written alternately, so a torn write leaves the other) with the ring's start; then

@@ -153,6 +153,7 @@ class SqliteIndexDB(IndexDB):
         self.path = path
         #: FULL until the store journal takes over durability (``set_synchronous``).
         self.synchronous = "FULL"
+        self._flush_fds: dict[Path, int] = {}
         self._write_lock = threading.Lock()
         self._local = threading.local()
         # The live readers, for close(); weak, so an exited thread's reader is collected
@@ -206,20 +207,25 @@ class SqliteIndexDB(IndexDB):
         with self._write_lock:
             self.synchronous = mode
             self._writer.execute(f"PRAGMA synchronous={mode}")
+            self._open_flush_fds()
+
+    def _open_flush_fds(self) -> None:
+        """Descriptors kept for ``flush``: an fsync reports a writeback error only to
+        descriptors opened before it happened, so they are opened once, up front."""
+        for path in (Path(f"{self.path}-wal"), self.path):
+            if path not in self._flush_fds:
+                with suppress(FileNotFoundError):
+                    self._flush_fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     def flush(self) -> None:
         """fsync the write-ahead log: under ``synchronous=NORMAL`` commits only reach
         it through the page cache (SQLite syncs it itself before each checkpoint, and
-        the database file after). Any process's descriptor will do: it is one file."""
-        for path in (Path(f"{self.path}-wal"), self.path):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
+        the database file after). Any process's descriptor will do: it is one file (the
+        writer connection, open all along, keeps SQLite from removing the WAL)."""
+        with self._write_lock:
+            self._open_flush_fds()
+            for fd in self._flush_fds.values():
                 os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def close(self) -> None:
         """Close the writer and every live thread's reader (their threads, if they read
@@ -229,6 +235,9 @@ class SqliteIndexDB(IndexDB):
         for reader in readers:
             reader.close()
         _close_quietly(self._writer)
+        for fd in self._flush_fds.values():
+            os.close(fd)
+        self._flush_fds.clear()
 
 
 class PostgresIndexDB(IndexDB):
