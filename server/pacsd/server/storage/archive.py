@@ -365,16 +365,16 @@ class Archive:
         self._epochs = Epochs(folder)
         held = list(abandoned(folder))
         try:
-            if replay and held:
+            if held:
                 try:
-                    self._replay([fd for _, fd in held], self._epochs.synced_through())
+                    if replay:
+                        self._replay([fd for _, fd in held], self._epochs.synced_through())
+                    self._epochs.advance(self.flush)
                 except OSError as exc:
                     raise JournalReplayFailed(
-                        f"cannot replay the store journals in {folder}: {exc}; they are "
-                        "kept (free space or repair the disk, then start again)"
+                        f"cannot apply the store journals a crash left in {folder}: {exc}; "
+                        "they are kept (free space or repair the disk, then start again)"
                     ) from exc
-            if held:
-                self._epochs.advance(self.flush)
                 for path, _ in held:
                     path.unlink(missing_ok=True)
                 fsync_dir(folder)
@@ -407,7 +407,7 @@ class Archive:
                 self.blobs.commit(self.blobs.write_temp(record.data), uid)
                 restored += 1
             elif not path.exists():
-                continue  # a store that failed once its record was written
+                continue  # its file went since (a store that failed at its index commit)
             try:
                 row = read_instance(path)
             except UnreadableInstance as exc:  # checked when stored: the disk changed it
