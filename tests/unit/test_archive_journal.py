@@ -214,6 +214,20 @@ def test_after_a_failed_flush_no_epoch_is_marked_synced_again(tmp_path: Path) ->
     assert epochs.synced_through() == 0
 
 
+def test_the_journal_reports_itself_unhealthy_once_a_flush_failed(tmp_path: Path) -> None:
+    node = Crashable(tmp_path)
+    assert node.store(_version("ONE"))[0] == 0
+    stats = node.archive.journal_stats()
+    assert stats is not None and stats["records"] == 1 and stats["healthy"] == 1
+    assert node.archive._epochs is not None
+    node.archive._epochs.failed = OSError(errno.EIO, "Input/output error")
+    stats = node.archive.journal_stats()
+    assert stats is not None and stats["healthy"] == 0
+    # ...and means it: the next store cannot be made durable, and says so.
+    node.archive.journal._broken = True  # type: ignore[union-attr]
+    assert node.store(_version("TWO"))[0] == 0xA700
+
+
 def test_a_closed_journal_takes_no_checkpoint(tmp_path: Path) -> None:
     node = Crashable(tmp_path)
     journal = node.archive.journal

@@ -102,6 +102,7 @@ class PacsdCollector(Collector):
         yield CounterMetricFamily(
             "pacsd_stored_bytes", "Bytes of instance files stored.", value=stored_bytes
         )
+        yield from self._journal()
         streams, dropped = rt.logbus.stats()
         yield GaugeMetricFamily("pacsd_log_streams", "Live log streams open.", value=streams)
         yield CounterMetricFamily(
@@ -117,6 +118,32 @@ class PacsdCollector(Collector):
             "pacsd_events_dropped",
             "Association events dropped because a stream's reader fell behind.",
             value=dropped,
+        )
+
+    def _journal(self) -> Iterator[Metric]:
+        archive = getattr(self._rt, "archive", None)
+        stats = archive.journal_stats() if archive is not None else None
+        if stats is None:  # store_journal_mb = 0, or it could not be made
+            return
+        yield CounterMetricFamily(
+            "pacsd_store_journal_records",
+            "Records written to the store journal (one per C-STORE).",
+            value=stats["records"],
+        )
+        yield CounterMetricFamily(
+            "pacsd_store_journal_checkpoints",
+            "Store journal checkpoints (syncfs of the data, fsync of the index).",
+            value=stats["checkpoints"],
+        )
+        yield GaugeMetricFamily(
+            "pacsd_store_journal_used_bytes",
+            "Bytes of the store journal still holding records a crash would need.",
+            value=stats["used_bytes"],
+        )
+        yield GaugeMetricFamily(
+            "pacsd_store_journal_healthy",
+            "1 while the store journal works; 0 after a failed flush (see the log).",
+            value=stats["healthy"],
         )
 
     def _associations(self) -> Iterator[Metric]:

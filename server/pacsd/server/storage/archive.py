@@ -90,6 +90,18 @@ class Archive:
             os.close(self._data_fd)
             self._data_fd = -1
 
+    def journal_stats(self) -> dict[str, int] | None:
+        """This process's store journal, for metrics; None without one."""
+        if self.journal is None or self._epochs is None:
+            return None
+        healthy = self.journal.usable and self._epochs.failed is None
+        return {
+            "records": self.journal.records,
+            "checkpoints": self._epochs.advances,
+            "used_bytes": self.journal.used,
+            "healthy": int(healthy),
+        }
+
     def flush(self) -> None:
         """Make every file and index row written so far durable (journal checkpoints).
 

@@ -141,6 +141,8 @@ class Epochs:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        #: Epochs this process opened (checkpoints of any cause; metrics).
+        self.advances = 0
         #: A flush failed: the kernel reports a writeback error once, so a later flush
         #: that succeeds proves nothing about the pages lost; no epoch is marked synced
         #: again by this process (its stores answer 0xA700 until a restart).
@@ -178,6 +180,7 @@ class Epochs:
                 flush()  # covers every record of ``epoch`` or older: written before the line above
                 os.pwrite(self._fd, _U64.pack(epoch), _U64.size)
                 os.fdatasync(self._fd)
+                self.advances += 1
             except OSError as exc:
                 self.failed = exc
                 log.error(
@@ -303,6 +306,17 @@ class StoreJournal:
         if half_full:
             self._checkpoint_soon()
         return epoch
+
+    @property
+    def used(self) -> int:
+        """Bytes of the ring still holding needed records (metrics)."""
+        with self._lock:
+            return self._end - self._start
+
+    @property
+    def usable(self) -> bool:
+        """Neither closed nor failed (metrics: a failed journal is bypassed)."""
+        return not (self._closed or self._broken)
 
     def epoch_moved(self, epoch: int) -> bool:
         """Whether a checkpoint opened a newer epoch since a record of ``epoch`` was

@@ -4,9 +4,9 @@ Each worker serves its own metrics on a private loopback port (child.py); on eac
 scrape the first process reads them and adds them to its own, sample by sample, so
 ``pacsd_associations_accepted_total`` counts every association whichever process
 took it. Exceptions: ``pacsd_info`` and ``pacsd_start_time_seconds`` describe the
-server and come from the first process; ``pacsd_addin_healthy`` is the lowest value
-(an add-in is healthy only if it is healthy everywhere); ``process_*`` describe one
-process (the first).
+server and come from the first process; ``pacsd_addin_healthy`` and
+``pacsd_store_journal_healthy`` are the lowest value (healthy only if healthy
+everywhere); ``process_*`` describe one process (the first).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 log = logging.getLogger("pacsd.core.workers")
 
 _SERVER_WIDE = frozenset(("pacsd_info", "pacsd_start_time_seconds"))
-_LOWEST = frozenset(("pacsd_addin_healthy",))
+_LOWEST = frozenset(("pacsd_addin_healthy", "pacsd_store_journal_healthy"))
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
