@@ -16,13 +16,13 @@ UIDS = [f"1.2.826.0.1.3680043.10.1425.9.{n}" for n in range(40)]
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The folders the store fsyncs, in order (the real fsync still runs)."""
     calls: list[Path] = []
-    real = blobs._fsync_dir
+    real = blobs.fsync_dir
 
     def record(path: Path) -> None:
         calls.append(path)
         real(path)
 
-    monkeypatch.setattr(blobs, "_fsync_dir", record)
+    monkeypatch.setattr(blobs, "fsync_dir", record)
     return calls
 
 

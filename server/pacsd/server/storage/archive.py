@@ -23,7 +23,7 @@ from pacsd.addin import Status, StoreRequest
 from pacsd.addin.storage import OnDuplicate, QueryModel, StoredInstanceInfo, StoreOutcome
 from pacsd.server.dicom import spool
 from pacsd.server.storage.attributes import UnreadableInstance, read_instance
-from pacsd.server.storage.blobs import BlobStore
+from pacsd.server.storage.blobs import BlobStore, fsync_dir
 from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
 from pacsd.server.storage.journal import (
@@ -31,7 +31,6 @@ from pacsd.server.storage.journal import (
     JournalReplayFailed,
     StoreJournal,
     abandoned,
-    fsync_dir,
     latest_per_instance,
     read_records,
     syncfs,

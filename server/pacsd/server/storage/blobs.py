@@ -44,14 +44,14 @@ class BlobStore:
         still creates a bucket it needs before this got to it.
         """
         listed = {entry.name for entry in os.scandir(self.root) if entry.is_dir()}
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._buckets.update(listed)
         missing = [name for name in BUCKETS if name not in listed]
         for start in range(0, len(missing), chunk):
             names = missing[start : start + chunk]
             for name in names:
                 os.makedirs(self.root / name, exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._buckets.update(names)
         return len(missing)
 
@@ -84,16 +84,12 @@ class BlobStore:
         if fd is not None:
             os.fsync(fd)
         else:
-            own = os.open(tmp_path, os.O_RDONLY)
-            try:
-                os.fsync(own)
-            finally:
-                os.close(own)
+            _fsync_file(tmp_path)
         if new_bucket:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._buckets.add(bucket.name)
         os.rename(tmp_path, final)
-        _fsync_dir(bucket)
+        fsync_dir(bucket)
         return final
 
     def place(self, tmp_path: Path, sop_instance_uid: str) -> Path:
@@ -111,14 +107,10 @@ class BlobStore:
 
     def sync(self, path: Path) -> None:
         """Make a file placed by ``place`` durable (fsync it, then its folder)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(path.parent)
+        _fsync_file(path)
+        fsync_dir(path.parent)
         if path.parent.name not in self._buckets:  # made by ``place``, not yet durable
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def write_temp(self, data: bytes) -> Path:
         """Write bytes to a new temporary file (for datasets that arrived in memory)."""
@@ -136,7 +128,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def files(self) -> Iterator[Path]:
         """Every instance file, for reconciliation and rebuilds (``scandir``: a prepared
@@ -160,8 +152,13 @@ class BlobStore:
         return removed
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so that the names just made or removed in it are durable."""
+    _fsync_file(path, os.O_DIRECTORY)
+
+
+def _fsync_file(path: Path, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:

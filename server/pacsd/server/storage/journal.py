@@ -63,6 +63,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pacsd.server.storage.blobs import fsync_dir
+
 log = logging.getLogger("pacsd.core.storage")
 
 SUFFIX = ".journal"
@@ -124,14 +126,6 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Epochs:
