@@ -14,6 +14,7 @@ import io
 import os
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,15 @@ def _identity(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _failing(code: int) -> Callable[..., Any]:
+    """A stand-in for a disk call that fails with ``code`` (ENOSPC, EIO...)."""
+
+    def fail(*_: object, **__: object) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
 def _version(name: str, pixels: int = 32, uid: str = UID) -> Dataset:
     return corpus.instance(sop_uid=uid, patient_name=name, pixels=pixels)
 
@@ -140,10 +150,7 @@ def test_a_small_store_that_failed_after_its_record_is_not_replayed(
     status, older = node.store(_version("OLD"))
     assert status == 0
 
-    def full(*_: object) -> Path:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(node.archive.blobs, "place", full)
+    monkeypatch.setattr(node.archive.blobs, "place", _failing(errno.ENOSPC))
     assert node.store(_version("FAILED"))[0] == 0xA700
     node.crash()
     assert Crashable(tmp_path).file() == older
@@ -156,10 +163,7 @@ def test_a_failed_large_overwrite_does_not_cost_the_acknowledged_version(
     status, older = node.store(_version("SMALL"))
     assert status == 0
 
-    def crashing(*_: object, **__: object) -> Path:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(node.archive.blobs, "commit", crashing)
+    monkeypatch.setattr(node.archive.blobs, "commit", _failing(errno.EIO))
     assert node.store(_version("LARGE", pixels=400))[0] == 0xA700
     node.crash()
     assert Crashable(tmp_path).file() == older
@@ -173,11 +177,8 @@ def test_a_replay_that_fails_keeps_the_journals_and_stops_the_startup(
     assert status == 0
     node.crash()
 
-    def full(self: BlobStore, *_: object, **__: object) -> Path:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     with monkeypatch.context() as patch:
-        patch.setattr(BlobStore, "commit", full)
+        patch.setattr(BlobStore, "commit", _failing(errno.ENOSPC))
         with pytest.raises(JournalReplayFailed, match="kept"):
             Crashable(tmp_path)
     assert list((tmp_path / "journal").glob("*.journal")), "the journal was thrown away"
@@ -204,11 +205,8 @@ def test_the_newer_epoch_wins_whatever_the_times_say() -> None:
 def test_after_a_failed_flush_no_epoch_is_marked_synced_again(tmp_path: Path) -> None:
     epochs = Epochs(tmp_path)
 
-    def failing() -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
     with pytest.raises(OSError, match="Input/output"):
-        epochs.advance(failing)
+        epochs.advance(_failing(errno.EIO))
     with pytest.raises(JournalError, match="earlier flush failed"):
         epochs.advance(lambda: None)  # the kernel would now report success: not trusted
     assert epochs.synced_through() == 0
