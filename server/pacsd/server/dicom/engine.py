@@ -10,6 +10,7 @@ pynetdicom's internals; everything else uses the public event API.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import ssl
@@ -202,12 +203,29 @@ class FastSocket(AssociationSocket):
     send_lock: threading.Lock
 
     def send(self, bytestream: bytes) -> None:
+        """pynetdicom's ``send``, writing a plain socket directly first: as for reads
+        (``read_into``), Python polls before each ``send`` on a socket with a timeout,
+        and there is nearly always room. A short write goes on through the socket's own
+        ``send``, which waits for room within the timeout."""
         with self.send_lock:
-            super().send(bytestream)
+            sock = cast(socket.socket, self.socket)
+            try:
+                sent = 0
+                if sock is not None and not isinstance(sock, ssl.SSLSocket):
+                    with contextlib.suppress(BlockingIOError):
+                        sent = os.write(sock.fileno(), bytestream)
+                view = memoryview(bytestream)
+                while sent < len(view):
+                    sent += sock.send(view[sent:])
+                if self.assoc.get_handlers(evt.EVT_DATA_SENT):
+                    evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+            except Exception:
+                self.event_queue.put("Evt17")  # the connection is gone, as pynetdicom says
             self.bytes_out += len(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
+        self.pacsd_readable = False
         buffer = bytearray(nr_bytes)
         view = memoryview(buffer)
         got = 0
@@ -228,14 +246,28 @@ class FastSocket(AssociationSocket):
     def read_into(self, buffer: bytearray, start: int, quickack: bool) -> int:
         """Fill ``buffer[start:]`` from the socket; returns the bytes read (fewer only
         when the peer closed). ``pdu_guard`` reads a PDU's header and then its body
-        straight behind it, asking for the quick ACK once, after the body."""
+        straight behind it, asking for the quick ACK once, after the body.
+
+        A socket with a timeout is non-blocking underneath, and Python emulates the
+        timeout with a ``poll(2)`` before every ``recv``: two extra system calls per PDU,
+        where the bytes are nearly always there already. A plain socket is read
+        directly first; only when nothing is there does ``recv_into`` wait, with the
+        timeout. (An ``SSLSocket`` must be read through ``ssl``.)
+        """
         sock = cast(socket.socket, self.socket)
+        self.pacsd_readable = False
+        fd = -1 if isinstance(sock, ssl.SSLSocket) else sock.fileno()
         view = memoryview(buffer)
         end = len(buffer)
         got = start
         try:
             while got < end:
-                n = sock.recv_into(view[got:], end - got)
+                n = -1
+                if fd >= 0:
+                    with contextlib.suppress(BlockingIOError):
+                        n = os.readv(fd, (view[got:],))
+                if n < 0:
+                    n = sock.recv_into(view[got:], end - got)
                 if not n:
                     break
                 got += n
@@ -247,6 +279,10 @@ class FastSocket(AssociationSocket):
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return got - start
 
+    #: Set by the DUL thread's wait when ``poll`` just found the socket readable
+    #: (reactor.py); cleared by the next read. ``ready`` then needs no second poll.
+    pacsd_readable = False
+
     @property
     def ready(self) -> bool:
         """pynetdicom's check (data waiting?) with ``poll``: its ``select`` fails, and
@@ -254,6 +290,8 @@ class FastSocket(AssociationSocket):
         raw = self.socket
         if raw is None or self._is_connected is False:
             return False
+        if self.pacsd_readable:
+            return True
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return True
         try:

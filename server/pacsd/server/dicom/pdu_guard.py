@@ -297,7 +297,9 @@ class GuardedDUL(DULServiceProvider):
                 # In Sta1 (closed, or before the connection event) the socket is not
                 # read: waiting on it would spin while it stays readable.
                 raw = None if self.state_machine.current_state == "Sta1" else sock.socket
-                waiter.wait(raw, reactor.MAX_WAIT)
+                if waiter.wait(raw, reactor.MAX_WAIT):
+                    # ``FastSocket.ready`` takes this poll's word instead of polling again.
+                    sock.pacsd_readable = True  # type: ignore[attr-defined]
             if self._kill_thread:
                 break
             if self.artim_timer.expired:

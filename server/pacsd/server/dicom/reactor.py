@@ -99,11 +99,12 @@ class SocketWaiter:
         self._poll.register(wakeup.fd, select.POLLIN)
         self._sock_fd = -1
 
-    def wait(self, raw: Any, timeout: float) -> None:
+    def wait(self, raw: Any, timeout: float) -> bool:
+        """True when the socket has something to read (or is closed or failed)."""
         fd = -1
         if raw is not None:
             if isinstance(raw, ssl.SSLSocket) and raw.pending():
-                return  # decrypted bytes already buffered: poll(2) cannot see them
+                return True  # decrypted bytes already buffered: poll(2) cannot see them
             with contextlib.suppress(OSError, ValueError):
                 fd = raw.fileno()
         if fd != self._sock_fd:
@@ -116,10 +117,14 @@ class SocketWaiter:
         try:
             events = self._poll.poll(max(0, int(timeout * 1000)))
         except InterruptedError:  # pragma: no cover - retried by Python since 3.5
-            return
+            return False
+        readable = False
         for ready_fd, _ in events:
             if ready_fd == self.wakeup.fd:
                 self.wakeup.clear()
+            elif ready_fd == fd:
+                readable = True
+        return readable
 
 
 class WakingQueue(queue.Queue[Any]):
