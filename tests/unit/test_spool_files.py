@@ -63,3 +63,24 @@ def test_spool_file_uses_a_prepared_file(tmp_path: Path) -> None:
     spool.close()
     assert (tmp_path / "rx-2.part").read_bytes() == b"HEADERdata"
     ready.close()
+
+
+def _wait_for(ready: spool_files.ReadyFiles, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(ready._ready) != count:
+        assert time.monotonic() < deadline, f"{len(ready._ready)} files ready, not {count}"
+        time.sleep(0.005)
+
+
+def test_the_filler_wakes_only_once_half_the_files_are_taken(tmp_path: Path) -> None:
+    # Waking it after every take cost a thread hand-over in the middle of each C-STORE.
+    ready = spool_files.ReadyFiles(tmp_path, depth=4)
+    try:
+        _wait_for(ready, 4)
+        os.close(_take(ready, tmp_path / "a.part"))
+        time.sleep(0.2)  # a filler woken by that take would have refilled by now
+        assert len(ready._ready) == 3
+        os.close(_take(ready, tmp_path / "b.part"))  # half taken: refill, to the top
+        _wait_for(ready, 4)
+    finally:
+        ready.close()

@@ -24,9 +24,10 @@ from pathlib import Path
 
 log = logging.getLogger("pacsd.core.spool")
 
-#: Files kept ready per spool folder (each refilled within a millisecond or so of its
-#: take, while a C-STORE takes several).
-DEPTH = 2
+#: Files kept ready per spool folder. The filler is woken only once half of them are
+#: taken, and then refills them all: waking it after every take cost a thread wake-up
+#: and a GIL hand-over in the middle of every C-STORE.
+DEPTH = 8
 
 _O_TMPFILE: int | None = getattr(os, "O_TMPFILE", None)
 _AT_FDCWD = -100
@@ -69,7 +70,8 @@ class ReadyFiles:
             fd = self._ready.popleft()
         except IndexError:
             fd = None
-        self._wake.set()
+        if len(self._ready) <= self._depth // 2:
+            self._wake.set()
         if fd is None:
             return None
         assert _linkat is not None
