@@ -9,6 +9,7 @@ PostgreSQL gives each new row version a new ``xmin``.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,94 @@ def test_a_study_that_moves_to_another_patient_follows(index: Index) -> None:
             "SELECT p.patient_id FROM studies st JOIN patients p ON p.id = st.patient_fk"
         )
     assert owner == "PAT2"
+
+
+# -- known parents (SQLite): the upserts an instance of a known series skips --------
+
+
+def statements(index: Index, action: Any) -> list[str]:
+    """The SQL the writer connection ran during ``action()``."""
+    ran: list[str] = []
+    raw = index.db._writer  # type: ignore[attr-defined]
+    raw.set_trace_callback(ran.append)
+    try:
+        action()
+    finally:
+        raw.set_trace_callback(None)
+    return [_short(s) for s in ran if not s.startswith("PRAGMA")]
+
+
+def _short(sql: str) -> str:
+    words = sql.split()
+    if words[0] == "INSERT":
+        return f"INSERT {words[2]}"
+    if words[0] == "SELECT":
+        return f"SELECT {words[words.index('FROM') + 1]}"
+    return " ".join(words)
+
+
+@pytest.fixture
+def sqlite_index(tmp_path: Path) -> Iterator[Index]:
+    db = open_index_db("", tmp_path)
+    try:
+        yield Index(db)
+    finally:
+        db.close()
+
+
+def test_a_known_series_skips_its_parents_statements(sqlite_index: Index) -> None:
+    sqlite_index.add([record(1)])
+    ran = statements(sqlite_index, lambda: sqlite_index.add([record(2)]))
+    assert ran == ["BEGIN IMMEDIATE", "INSERT instances", "COMMIT"], ran
+    # A changed value is written, and only that parent's row.
+    ran = statements(sqlite_index, lambda: sqlite_index.add([record(3, series_description="X")]))
+    assert ran == ["BEGIN IMMEDIATE", "INSERT series", "INSERT instances", "COMMIT"], ran
+    with sqlite_index.db.read() as conn:
+        assert conn.all("SELECT series_description FROM series") == [("X",)]
+
+
+def test_parents_deleted_by_another_connection_are_written_again(
+    sqlite_index: Index, tmp_path: Path
+) -> None:
+    # Another worker (its own connection) removes the whole study, parents included:
+    # the rows this connection knew are gone, and the next instance must bring them back
+    # rather than point at a series that no longer exists.
+    sqlite_index.add([record(1)])
+    other = Index(open_index_db("", tmp_path))
+    try:
+        other.remove("study", f"{ROOT}.1")
+        assert other.counts().series == 0
+        other.add([record(9, series_uid=f"{ROOT}.1.2")])  # takes the free row IDs
+    finally:
+        other.db.close()
+    sqlite_index.add([record(2)])
+    with sqlite_index.db.read() as conn:
+        (series,) = conn.one(
+            "SELECT se.series_uid FROM instances i JOIN series se ON se.id = i.series_fk "
+            "WHERE i.sop_instance_uid = ?",
+            (f"{ROOT}.1.1.2",),
+        )
+    assert series == f"{ROOT}.1.1"
+    assert sqlite_index.counts().series == 2
+
+
+def test_parents_deleted_through_the_same_connection_are_written_again(
+    sqlite_index: Index,
+) -> None:
+    sqlite_index.add([record(1)])
+    sqlite_index.remove("study", f"{ROOT}.1")
+    sqlite_index.add([record(2)])
+    assert sqlite_index.counts().series == 1
+    assert sqlite_index.instance(f"{ROOT}.1.1.2") is not None
+
+
+def test_parents_of_a_rolled_back_batch_are_forgotten(sqlite_index: Index) -> None:
+    # The batch inserts new parents, then fails: they are rolled back, and what was
+    # learnt about them with it.
+    bad = record(2, study_uid=f"{ROOT}.2", series_uid=f"{ROOT}.2.1", sop_class_uid=None)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):  # sop_class_uid is NOT NULL
+        sqlite_index.add([record(1, study_uid=f"{ROOT}.2", series_uid=f"{ROOT}.2.1"), bad])
+    assert sqlite_index.counts().series == 0
+    sqlite_index.add([record(3, study_uid=f"{ROOT}.2", series_uid=f"{ROOT}.2.1")])
+    assert sqlite_index.counts().series == 1
+    assert sqlite_index.instance(f"{ROOT}.1.1.3") is not None

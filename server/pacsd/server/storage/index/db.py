@@ -57,13 +57,27 @@ class Conn:
         return list(self.execute(sql, params).fetchall())
 
 
+#: (table, key) -> (the values last written, the row's ID): see ``IndexDB.known_parents``.
+KnownParents = dict[tuple[str, str], tuple[tuple[Any, ...], Any]]
+
+
 class IndexDB:
     """Opened with :func:`open_index_db`; use ``write()`` and ``read()`` contexts."""
 
     dialect: str
 
+    #: The patient, study and series rows this process wrote, as they are in the
+    #: database, so that an instance of a known series skips its parents' upserts
+    #: (six of the eight statements per C-STORE). None where the engine cannot tell
+    #: that another connection changed them (PostgreSQL). Valid only inside
+    #: ``write(keeps_parents=True)``, which empties it whenever it may be stale.
+    known_parents: KnownParents | None = None
+
     @contextmanager
-    def write(self) -> Iterator[Conn]:  # pragma: no cover - abstract
+    def write(self, keeps_parents: bool = False) -> Iterator[Conn]:  # pragma: no cover
+        """A transaction. Only a writer that adds rows and records them in
+        ``known_parents`` passes ``keeps_parents``: any other write may delete or
+        change a parent, and empties it."""
         raise NotImplementedError
         yield
 
@@ -155,6 +169,8 @@ class SqliteIndexDB(IndexDB):
         self.synchronous = "FULL"
         self._flush_fds: dict[Path, int] = {}
         self._write_lock = threading.Lock()
+        self.known_parents: KnownParents = {}
+        self._data_version = -1
         self._local = threading.local()
         # The live readers, for close(); weak, so an exited thread's reader is collected
         # (and its connection closed) instead of being kept here for ever. A WeakSet is
@@ -180,16 +196,28 @@ class SqliteIndexDB(IndexDB):
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[Conn]:
+    def write(self, keeps_parents: bool = False) -> Iterator[Conn]:
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
+            known = self.known_parents
+            # data_version moves when another connection (another worker, a pacsctl
+            # delete) committed since this one last looked: what it knew may be gone.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if not keeps_parents or version != self._data_version or len(known) > 50_000:
+                known.clear()
+                self._data_version = version
             try:
                 yield Conn(conn, self.dialect)
             except BaseException:
+                known.clear()  # it may hold rows this rollback takes back
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                known.clear()
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Conn]:
@@ -262,7 +290,7 @@ class PostgresIndexDB(IndexDB):
             raise IndexUnavailable(f"cannot connect to the PostgreSQL index: {exc}") from exc
 
     @contextmanager
-    def write(self) -> Iterator[Conn]:
+    def write(self, keeps_parents: bool = False) -> Iterator[Conn]:
         with self._pool.connection() as raw, raw.transaction():
             yield Conn(raw, self.dialect)
 

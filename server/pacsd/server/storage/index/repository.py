@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pacsd.server.storage.attributes import InstanceRecord, dumps
-from pacsd.server.storage.index.db import Conn, IndexDB
+from pacsd.server.storage.index.db import Conn, IndexDB, KnownParents
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +133,25 @@ _SERIES = _ParentTable(
 _SQL = {t: (t.upsert, t.find) for t in (_PATIENT, _STUDY, _SERIES)}
 
 
-def _parent(conn: Conn, table: _ParentTable, key: str, values: tuple[Any, ...]) -> Any:
-    """The parent row's ID, inserting it or updating what changed."""
+def _parent(
+    conn: Conn,
+    known: KnownParents | None,
+    table: _ParentTable,
+    key: str,
+    values: tuple[Any, ...],
+) -> Any:
+    """The parent row's ID, inserting it or updating what changed (nothing to do when
+    ``known`` says the row already holds ``values``)."""
+    if known is not None:
+        hit = known.get((table.table, key))
+        if hit is not None and hit[0] == values:
+            return hit[1]
     upsert, find = _SQL[table]
     row = conn.one(upsert, (key, *values))
     if row is None:  # present and unchanged
         row = conn.one(find, (key,))
+    if known is not None:
+        known[(table.table, key)] = (values, row[0])
     return row[0]
 
 
@@ -154,19 +167,22 @@ class Index:
 
     def add(self, records: Sequence[InstanceRecord]) -> None:
         """Insert or replace instances, all in one transaction (one commit, one fsync)."""
-        with self.db.write() as conn:
+        with self.db.write(keeps_parents=True) as conn:
+            known = self.db.known_parents
             for record in records:
-                self._upsert(conn, record)
+                self._upsert(conn, known, record)
 
-    def _upsert(self, conn: Conn, r: InstanceRecord) -> None:
+    def _upsert(self, conn: Conn, known: KnownParents | None, r: InstanceRecord) -> None:
         patient_fk = _parent(
             conn,
+            known,
             _PATIENT,
             r.patient_id,
             (r.patient_name, r.patient_name.lower(), r.birth_date, r.sex, dumps(r.patient_attrs)),
         )
         study_fk = _parent(
             conn,
+            known,
             _STUDY,
             r.study_uid,
             (
@@ -183,6 +199,7 @@ class Index:
         )
         series_fk = _parent(
             conn,
+            known,
             _SERIES,
             r.series_uid,
             (
