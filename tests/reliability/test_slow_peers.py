@@ -8,6 +8,7 @@ discarded, and a store from another peer meanwhile completes at full speed.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -157,3 +158,24 @@ def test_silent_peer_is_closed_at_acse_timeout_not_network_timeout(start_pacsd) 
     assert answer.closed and 2.3 <= answer.seconds <= 4.0, answer
     half = _half_associate_rq(server.dicom_port)
     assert half.closed and 2.3 <= half.seconds <= 4.0, half
+
+
+def test_a_store_whose_pdus_arrive_in_pieces_is_stored(server: PacsdProcess) -> None:
+    # Reads find part of a PDU and then nothing for a while: the rest is waited for
+    # (the upper layer reads the socket directly first, dicom/engine.py), and neither
+    # an empty read nor a short one is taken for a closed connection.
+    ds = corpus.instance(pixels=64)  # 64 x 64, 8 KiB of pixels: a dozen pieces
+    uid = str(ds.SOPInstanceUID)
+    stream = wire.p_data(3, wire.store_rq(uid), command=True) + wire.p_data(
+        3, _explicit_le(ds), command=False
+    )
+    sock = wire.associate(server.dicom_port)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(stream), 700):
+            sock.sendall(stream[start : start + 700])
+            time.sleep(0.005)
+        answer = wire.read_answer(sock, 5, until_closed=False)
+    assert answer.first == wire.P_DATA and wire._status(answer.raw) == 0, answer
+    assert uid in index_rows(server)
+    assert "Traceback" not in server.stderr()
