@@ -162,9 +162,9 @@ class _StorageSCP(StorageServiceClass):
       would convert and validate each UID again (~17 us), and they are the values the
       request was accepted with (``dimse_decode`` or pynetdicom checked them, or
       ``spool._refuse`` replaced what failed).
-    - A spooled dataset is left to its owner (dispatch discards it, or the archive has
-      moved it): pynetdicom's SCP would close it and ``unlink`` its name, a failing
-      system call once the file is in the blob store.
+    - A spooled dataset is discarded as a ``SpoolFile`` (``discard`` knows whether the
+      archive moved it): pynetdicom's SCP would ``unlink`` its name whatever happened,
+      a failing system call once the file is in the blob store.
     """
 
     def SCP(self, req: C_STORE, context: Any) -> None:
@@ -181,7 +181,9 @@ class _StorageSCP(StorageServiceClass):
                 ctx.assoc, evt.EVT_C_STORE, {"request": req, "context": context.as_tuple}
             )
             dataset_file = req._dataset_file
-            if dataset_file and not isinstance(dataset_file, SpoolFile):
+            if isinstance(dataset_file, SpoolFile):
+                dataset_file.discard()  # before the answer: nothing left in tmp/ then
+            elif dataset_file:
                 dataset_file.close()
                 with contextlib.suppress(OSError):
                     os.unlink(dataset_file.name)
