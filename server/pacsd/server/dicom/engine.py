@@ -183,9 +183,12 @@ class FastSocket(AssociationSocket):
 
     pynetdicom reads in 4 KB ``recv`` calls and grows a bytearray (many copies per PDU);
     here each read fills a buffer of the PDU's size in as few calls as the kernel allows.
-    After each PDU the socket asks for an immediate ACK (TCP_QUICKACK, Linux): a peer
-    that leaves Nagle on (Debian's DCMTK, by default) otherwise waits ~40 ms for our
-    delayed ACK before it sends the last segment of every message.
+    A peer that leaves Nagle on (Debian's DCMTK, by default) holds a small segment until
+    everything it sent before is acknowledged, and DCMTK writes a PDU's headers and its
+    fragment separately: without an immediate ACK (TCP_QUICKACK, Linux) it would wait
+    ~40 ms for our delayed one, once or twice per message. So the socket asks for one
+    whenever a read must wait for the rest of a PDU, and the upper layer after each PDU
+    that more of its message may follow (``pdu_guard``).
 
     It also counts the bytes read and written, for the control plane's association list
     and the metrics. Reads happen on the association's DUL thread only. Writes come from
@@ -238,15 +241,13 @@ class FastSocket(AssociationSocket):
                 return buffer
             got += n
         self.bytes_in += got
-        if _QUICKACK is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        self.quickack()
         return buffer
 
     def read_into(self, buffer: bytearray, start: int, quickack: bool) -> int:
         """Fill ``buffer[start:]`` from the socket; returns the bytes read (fewer only
         when the peer closed). ``pdu_guard`` reads a PDU's header and then its body
-        straight behind it, asking for the quick ACK once, after the body.
+        straight behind it.
 
         A socket with a timeout is non-blocking underneath, and Python emulates the
         timeout with a ``poll(2)`` before every ``recv``: two extra system calls per PDU,
@@ -264,9 +265,19 @@ class FastSocket(AssociationSocket):
             while got < end:
                 n = -1
                 if fd >= 0:
-                    with contextlib.suppress(BlockingIOError):
+                    try:
                         n = os.readv(fd, (view[got:],))
+                    except BlockingIOError:
+                        # The rest is not here yet. A peer with Nagle on may be holding
+                        # it until what it sent so far is acknowledged (DCMTK writes a
+                        # PDU's headers and its fragment separately): acknowledge now,
+                        # or both sides wait ~40 ms for our delayed ACK.
+                        self.quickack()
                 if n < 0:
+                    if fd < 0 and not cast(ssl.SSLSocket, sock).pending():
+                        # TLS: whether the rest is there shows only by trying; the same
+                        # acknowledgement, in case the peer holds it for one.
+                        self.quickack()
                     n = sock.recv_into(view[got:], end - got)
                 if not n:
                     break
@@ -274,10 +285,16 @@ class FastSocket(AssociationSocket):
         finally:
             del view
             self.bytes_in += got - start
-        if quickack and _QUICKACK is not None:
+        if quickack:
+            self.quickack()
+        return got - start
+
+    def quickack(self) -> None:
+        """Ask the kernel to acknowledge what was read at once (TCP_QUICKACK, Linux)."""
+        sock = self.socket
+        if _QUICKACK is not None and sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        return got - start
 
     #: Set by the DUL thread's wait when ``poll`` just found the socket readable
     #: (reactor.py); cleared by the next read. ``ready`` then needs no second poll.

@@ -42,6 +42,21 @@ def pdv_items(pdu: bytearray) -> list[list[Any]] | None:
     return items or None
 
 
+def ends_data_set(pdu: bytearray) -> bool:
+    """True when a P-DATA-TF's last PDV item is the last fragment of a data set (its
+    message is then complete); False for anything else, malformed items included."""
+    end = len(pdu)
+    pos = 6
+    last = -1
+    while pos + 6 <= end:
+        (length,) = _unpack_length(pdu, pos)
+        if length < 2 or pos + 4 + length > end:
+            return False
+        last = pdu[pos + 5]
+        pos += 4 + length
+    return pos == end and last >= 0 and last & 0x03 == 0x02
+
+
 def deliver(dul: Any, pdu: bytearray) -> bool:
     """Give a P-DATA-TF to DIMSE now; False to leave it to pynetdicom's path."""
     if dul.state_machine.current_state != "Sta6" or not dul.event_queue.empty():
