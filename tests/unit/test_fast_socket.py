@@ -28,7 +28,7 @@ def pair() -> Iterator[tuple[FastSocket, socket.socket]]:
 
 def _read(fast: FastSocket, size: int) -> bytes:
     buffer = bytearray(size)
-    got = fast.read_into(buffer, 0, quickack=False)
+    got = fast.read_into(buffer, 0)
     return bytes(buffer[:got])
 
 

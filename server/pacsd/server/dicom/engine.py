@@ -227,24 +227,15 @@ class FastSocket(AssociationSocket):
             self.bytes_out += len(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
-        sock = cast(socket.socket, self.socket)
-        self.pacsd_readable = False
+        """pynetdicom's read (fewer bytes only when the peer closed), as ``read_into``."""
         buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        got = 0
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:  # connection closed: return what arrived, as pynetdicom does
-                del view
-                del buffer[got:]
-                self.bytes_in += got
-                return buffer
-            got += n
-        self.bytes_in += got
-        self.quickack()
+        got = self.read_into(buffer, 0)
+        del buffer[got:]
+        if got == nr_bytes:
+            self.quickack()
         return buffer
 
-    def read_into(self, buffer: bytearray, start: int, quickack: bool) -> int:
+    def read_into(self, buffer: bytearray, start: int) -> int:
         """Fill ``buffer[start:]`` from the socket; returns the bytes read (fewer only
         when the peer closed). ``pdu_guard`` reads a PDU's header and then its body
         straight behind it.
@@ -285,8 +276,6 @@ class FastSocket(AssociationSocket):
         finally:
             del view
             self.bytes_in += got - start
-        if quickack:
-            self.quickack()
         return got - start
 
     def quickack(self) -> None:

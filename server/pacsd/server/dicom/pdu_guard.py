@@ -363,7 +363,7 @@ class GuardedDUL(DULServiceProvider):
             raw.settimeout(timeout)
             self._pacsd_timeout = timeout
         header = bytearray(6)
-        if not self._read(sock, header, 0, timeout, quickack=False):
+        if not self._read(sock, header, 0, timeout):
             return
         pdu_type, _, length = struct.unpack(">BBL", header)
         name = _NAMES.get(pdu_type)
@@ -377,7 +377,7 @@ class GuardedDUL(DULServiceProvider):
         # The body goes straight behind the header: no second buffer, no join.
         data = bytearray(6 + length)
         data[:6] = header
-        if not self._read(sock, data, 6, timeout, quickack=False):
+        if not self._read(sock, data, 6, timeout):
             return
         if not (pdu_type == 0x04 and pdata.ends_data_set(data)):
             # An immediate ACK, so that a peer with Nagle on sends the rest of the
@@ -403,18 +403,13 @@ class GuardedDUL(DULServiceProvider):
         buffer: bytearray,
         start: int,
         timeout: float | None,
-        quickack: bool,
     ) -> bool:
-        """Fill ``buffer[start:]``; False once the connection is reported closed (Evt17).
-
-        ``quickack`` asks for an immediate ACK once the bytes are in (FastSocket):
-        done once per PDU, after its last byte.
-        """
+        """Fill ``buffer[start:]``; False once the connection is reported closed (Evt17)."""
         size = len(buffer) - start
         try:
             read_into = getattr(sock, "read_into", None)
             if read_into is not None:
-                got = read_into(buffer, start, quickack)
+                got = read_into(buffer, start)
             else:  # pynetdicom's socket (not on pacsd's listener)
                 data = sock.recv(size)
                 got = len(data)
