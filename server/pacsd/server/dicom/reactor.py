@@ -180,13 +180,9 @@ class _StorageSCP(StorageServiceClass):
             rsp_status = evt.trigger(
                 ctx.assoc, evt.EVT_C_STORE, {"request": req, "context": context.as_tuple}
             )
-            dataset_file = req._dataset_file
-            if isinstance(dataset_file, SpoolFile):
-                dataset_file.discard()  # before the answer: nothing left in tmp/ then
-            elif dataset_file:
-                dataset_file.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(dataset_file.name)
+            spooled = req._dataset_file  # a SpoolFile or None: spool.SpoolingMessage
+            if spooled is not None:
+                cast(SpoolFile, spooled).discard()  # before the answer: nothing left in tmp/
         if not ctx.success or not self.assoc.is_established:
             return
         rsp = self.validate_status(cast(Any, rsp_status), rsp)
