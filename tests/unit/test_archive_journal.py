@@ -143,28 +143,23 @@ def test_a_version_stored_after_the_journal_failed_is_not_rolled_back(tmp_path: 
     assert Crashable(tmp_path).file() == newer, "the old record was replayed over it"
 
 
-def test_a_small_store_that_failed_after_its_record_is_not_replayed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("failing", "error", "pixels"),
+    [("place", errno.ENOSPC, 32), ("commit", errno.EIO, 400)],
+    ids=[
+        "a small store that failed after its record is not replayed",
+        "a failed large overwrite does not cost the acknowledged version",
+    ],
+)
+def test_a_store_that_failed_leaves_the_acknowledged_version_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, error: int, pixels: int
 ) -> None:
     node = Crashable(tmp_path)
     status, older = node.store(_version("OLD"))
     assert status == 0
 
-    monkeypatch.setattr(node.archive.blobs, "place", _failing(errno.ENOSPC))
-    assert node.store(_version("FAILED"))[0] == 0xA700
-    node.crash()
-    assert Crashable(tmp_path).file() == older
-
-
-def test_a_failed_large_overwrite_does_not_cost_the_acknowledged_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    node = Crashable(tmp_path)
-    status, older = node.store(_version("SMALL"))
-    assert status == 0
-
-    monkeypatch.setattr(node.archive.blobs, "commit", _failing(errno.EIO))
-    assert node.store(_version("LARGE", pixels=400))[0] == 0xA700
+    monkeypatch.setattr(node.archive.blobs, failing, _failing(error))
+    assert node.store(_version("FAILED", pixels=pixels))[0] == 0xA700
     node.crash()
     assert Crashable(tmp_path).file() == older
 
