@@ -27,6 +27,16 @@ LISTENING = re.compile(
 )
 
 
+def sigint_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a command a test stops with SIGINT, as an operator's Ctrl-C.
+
+    A shell without job control starts background commands with SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: run from such a shell (nohup ...
+    &), the suite would wait for commands that never see the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def console_script(name: str) -> str:
     """The console script installed beside this interpreter (the package under test)."""
     path = BIN_DIR / name

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pacsd.client import Client
 from pynetdicom import AE
 
-from tests.conftest import PacsdProcess, console_script
+from tests.conftest import PacsdProcess, console_script, sigint_as_at_a_terminal
 from tests.fleet.conftest import StartFleet, by_server, run_fleet_pacsctl, stop
 from tests.fleet.test_fleet_cli import table_rows
 from tests.security.dicom_tls_peers import make_pki, rotate_server_certificate, tls_config
@@ -60,6 +60,7 @@ class Follow:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=sigint_as_at_a_terminal,
         )
         self.lines: list[str] = []
         self._lock = threading.Lock()

@@ -17,7 +17,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from tests import corpus
-from tests.conftest import PacsdProcess, console_script, dcmtk, dcmtk_env, run_pacsctl
+from tests.conftest import (
+    PacsdProcess,
+    console_script,
+    dcmtk,
+    dcmtk_env,
+    run_pacsctl,
+    sigint_as_at_a_terminal,
+)
 from tests.observability.common import CALLING, Reader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,6 +168,7 @@ def test_watch_streams_lifecycle_and_message_summaries(pacsd: PacsdProcess, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_at_a_terminal,
     )
     time.sleep(1.0)  # the watch is open before the traffic
     with Client(pacsd.endpoint) as client:
