@@ -11,12 +11,8 @@ record for every stored instance to its own preallocated journal file and flushe
   journalled with its bytes, and the record is on the device *before* the file is
   renamed into place (without an fsync) and its index row committed (without one: the
   index runs ``synchronous=NORMAL``);
-- a larger one is written durably as before (fsync, rename, folder fsync), and gets a
-  record without bytes, which stands in for the index commit's flush. The record is
-  written once the file's fsync returned, so it never stands for a torn file; its
-  flush runs beside the folder's (``append`` with ``later``), and the answer waits for
-  both. A crash between them can leave a record whose file never got its name: the
-  replay skips it (that C-STORE was never answered).
+- a larger one is written durably as before (fsync, rename, folder fsync), and only
+  then gets a record without bytes, which stands in for the index commit's flush.
 
 **Checkpoints** make records unnecessary: open a new *epoch* in the shared epoch file,
 flush the data file system (``syncfs``) and the index, then mark the old epoch synced.
