@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 from pacsd.addin.storage import OnDuplicate, StoreOutcome
-from pacsd.server.storage.aio_flush import Flushes
 from pacsd.server.storage.archive import Archive
-from pacsd.server.storage.blobs import FOLDER, BlobStore
+from pacsd.server.storage.blobs import BlobStore
 from pacsd.server.storage.index.db import open_index_db
 from pacsd.server.storage.index.repository import Index
 from pacsd.server.storage.journal import (
-    JOURNAL,
     Epochs,
     JournalError,
     JournalReplayFailed,
@@ -48,7 +46,6 @@ class FakeSpool:
         self.head = bytearray(data[: 64 * 1024])
         self.size = len(data)
         self._fd = os.open(path, os.O_RDONLY)
-        self.flushing = None  # no fsync started by the spool: the archive runs its own
 
     def fileno(self) -> int:
         return self._fd
@@ -231,65 +228,3 @@ def test_a_closed_journal_takes_no_checkpoint(tmp_path: Path) -> None:
     node.archive.close()
     with pytest.raises(JournalError, match="closed"):
         journal.checkpoint()
-
-
-# -- the large path's flushes, overlapped with the index commit (aio_flush.py) --------
-
-LARGE = 256  # 256 x 256 pixels: past the spool's 64 KiB head, so fsynced, not journalled
-
-
-def _fail_flushes_labelled(monkeypatch: pytest.MonkeyPatch, label: str) -> None:
-    """Requests made with ``label`` flush a pipe instead, which fails (EINVAL) when the
-    batch is waited for, as a device error would; the others run as usual."""
-    read_end, _write_end = os.pipe()
-    real = Flushes._add
-
-    def add(self: Flushes, fd: int, opcode: int, done: Any, name: str) -> None:
-        real(self, read_end if name == label else fd, opcode, done, name)
-
-    monkeypatch.setattr(Flushes, "_add", add)
-
-
-def test_a_large_instance_waits_for_its_folder_and_record_flushes_together(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    node = Crashable(tmp_path)
-    waited: list[list[str]] = []
-    real = Flushes.wait
-
-    def wait(self: Flushes) -> None:
-        waited.append(self.labels)
-        real(self)
-
-    monkeypatch.setattr(Flushes, "wait", wait)
-    status, data = node.store(_version("BIG", pixels=LARGE))
-    assert status == 0
-    assert [FOLDER, JOURNAL] in waited, "the folder's and the record's flushes did not overlap"
-    assert node.file() == data
-    assert node.archive.instance(UID) is not None
-
-
-def test_a_large_instance_whose_folder_flush_fails_is_refused_and_taken_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    node = Crashable(tmp_path)
-    _fail_flushes_labelled(monkeypatch, FOLDER)
-    assert node.store(_version("BIG", pixels=LARGE))[0] == 0xA700
-    assert node.archive.instance(UID) is None, "the refused instance kept its row"
-    assert node.file() is None, "the refused instance kept its file"
-    node.crash()
-    assert Crashable(tmp_path).file() is None, "the replay brought the refused instance back"
-
-
-def test_a_large_instance_whose_record_flush_fails_is_flushed_instead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    node = Crashable(tmp_path)
-    _fail_flushes_labelled(monkeypatch, JOURNAL)
-    status, data = node.store(_version("BIG", pixels=LARGE))
-    assert status == 0
-    assert node.archive.journal is not None and not node.archive.journal.usable
-    node.crash()
-    after = Crashable(tmp_path)
-    assert after.file() == data
-    assert after.archive.instance(UID) is not None, "acknowledged, but its row was lost"

@@ -118,18 +118,3 @@ def test_staging_buffers_are_reused(tmp_path: Path) -> None:
     spool.discard()  # an abandoned transfer gives its buffer back too
     assert len(direct._free) == kept
     assert not (tmp_path / "d.part").exists()
-
-
-@pytest.mark.parametrize("total", [10_000, 525_000])
-def test_a_file_past_its_head_starts_its_fsync_when_finished(tmp_path: Path, total: int) -> None:
-    """The archive then waits for it (BlobStore.commit) instead of starting one."""
-    spool = SpoolFile(tmp_path / "rx.part", HEADER)
-    spool.write(memoryview(bytes(total)))
-    spool.finish()
-    if total + len(HEADER) > direct.HEAD:
-        assert spool.flushing is not None and spool.flushing.labels == [""]
-        spool.flushing.wait()
-    else:  # a small one is journalled with its bytes and never fsynced
-        assert spool.flushing is None
-    spool.close()
-    assert spool.error is None

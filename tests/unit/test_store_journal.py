@@ -14,10 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from pacsd.server.storage.aio_flush import Flushes as AioFlushes
 from pacsd.server.storage.journal import (
     HEADER_SIZE,
-    JOURNAL,
     Epochs,
     JournalError,
     StoreJournal,
@@ -207,40 +205,3 @@ def test_the_last_record_of_an_instance_wins_across_journals(tmp_path: Path) -> 
         os.close(fd)
     latest = latest_per_instance(records)
     assert latest["1.2.1"].data == b"" and latest["1.2.2"].data == b"w"
-
-
-def test_a_record_can_leave_its_flush_to_a_batch_the_caller_waits_for(tmp_path: Path) -> None:
-    journal, _, _ = _journal(tmp_path)
-    later = AioFlushes()
-    journal.append("1.2.3.1", b"", later)
-    assert later.labels == [JOURNAL], "the record's flush was not left to the batch"
-    # While it runs, another record does not share it: it flushes itself, as before.
-    second = AioFlushes()
-    journal.append("1.2.3.2", b"", second)
-    assert len(second) == 0
-    later.wait()
-    journal.append("1.2.3.3", b"", second)  # no flush running: joins the batch
-    assert second.labels == [JOURNAL]
-    second.wait()
-    assert [uid for uid, _ in _read(journal)] == ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
-
-
-def test_a_batched_record_flush_that_fails_retires_the_journal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    journal, _, _ = _journal(tmp_path)
-    read_end, write_end = os.pipe()
-    monkeypatch.setattr(journal, "_fd", read_end)  # a pipe: its flush fails (EINVAL)
-    later = AioFlushes()
-    try:
-        journal._sync_later(1, later)
-        with pytest.raises(OSError):
-            later.wait()
-    finally:
-        monkeypatch.undo()
-        os.close(read_end)
-        os.close(write_end)
-    assert later.failed(JOURNAL) is not None
-    assert not journal.usable
-    with pytest.raises(JournalError):
-        journal.append("1.2.3.4")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from pacsd.server.dicom import dimse_decode, direct, spool_files
-from pacsd.server.storage.aio_flush import Flushes
 from pacsd.server.storage.uids import is_valid_uid
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
@@ -204,8 +203,6 @@ class SpoolFile:
         self.head = bytearray()
         #: Where the file went once an add-in renamed it away (``moved``).
         self.moved_to: Path | None = None
-        #: The fsync ``finish`` started for a file larger than ``head`` (until waited for).
-        self.flushing: Flushes | None = None
         try:
             # A file created ahead of time if one is ready (spool_files.py says why).
             fd = spool_files.for_folder(path.parent).take_into(path)
@@ -272,15 +269,9 @@ class SpoolFile:
                 return
             finally:
                 stage.release()
-        if self._written > direct.HEAD:
-            # Its fsync starts now and runs while the header is parsed and the C-STORE
-            # dispatched; BlobStore.commit waits for it (aio_flush.py says why).
+        if self._written > self._flushed and self._written > direct.HEAD:
+            _start_writeback(self._fd, self._flushed, 0)  # 0: to the end
             self._flushed = self._written
-            self.flushing = Flushes()
-            try:
-                self.flushing.fsync(self._fd)
-            except OSError as exc:
-                self._fail(exc)
 
     def fileno(self) -> int:
         return self._fd
@@ -313,13 +304,6 @@ class SpoolFile:
             log.error("cannot remove %s: %s", self.path, exc)
 
     def close(self) -> None:
-        flushing, self.flushing = self.flushing, None
-        if flushing is not None:
-            try:
-                flushing.wait()
-            except OSError as exc:
-                if self.error is None:
-                    self.error = exc
         stage, self._stage = self._stage, None
         if stage is not None:
             stage.release()

@@ -22,13 +22,11 @@ from typing import Any
 from pacsd.addin import Status, StoreRequest
 from pacsd.addin.storage import OnDuplicate, QueryModel, StoredInstanceInfo, StoreOutcome
 from pacsd.server.dicom import spool
-from pacsd.server.storage.aio_flush import Flushes
 from pacsd.server.storage.attributes import UnreadableInstance, read_instance
-from pacsd.server.storage.blobs import FOLDER, BlobStore, fsync_dir
+from pacsd.server.storage.blobs import BlobStore, fsync_dir
 from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
 from pacsd.server.storage.journal import (
-    JOURNAL,
     Epochs,
     JournalReplayFailed,
     StoreJournal,
@@ -46,15 +44,6 @@ log = logging.getLogger("pacsd.core.storage")
 DUPLICATE_SOP_INSTANCE = 0x0111
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-
-
-def _wait_quietly(flushes: Flushes) -> bool:
-    """Wait for a batch whose failures its callbacks record; whether one failed."""
-    try:
-        flushes.wait()
-    except OSError:
-        return True
-    return False
 
 
 def info(row: StoredInstance) -> StoredInstanceInfo:
@@ -193,30 +182,23 @@ class Archive:
         epoch = self._journal(uid, whole) if whole is not None else None
         if epoch is None:
             whole = None
-        # A large instance's last two flushes (its folder's, its record's) run while
-        # the index row is committed: the file is complete under its final name by
-        # then, only not yet durable, and the answer waits for both (aio_flush.py).
-        later = Flushes() if whole is None else None
         try:
             if whole is not None:
                 final = self.blobs.place(tmp, uid)
             else:
                 fd = spooled.fileno() if spooled is not None else None
-                flushing = spooled.flushing if spooled is not None else None
-                final = self.blobs.commit(tmp, uid, fd=fd, flushing=flushing, later=later)
+                final = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
-            if later is not None:
-                _wait_quietly(later)
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
             if whole is not None:
                 self._retire_records()  # or the replay would store what failed here
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
         if journalled and whole is None:
-            # The file is durable already (its folder soon): a record without bytes,
-            # written only now so that it never stands for a file that is not, takes
-            # the place of the index commit's flush (the replay indexes the UID again).
-            epoch = self._journal(uid, None, later)
+            # The file is durable already: a record without bytes, written only now so
+            # that it never stands for a file that is not, takes the place of the index
+            # commit's flush (the replay indexes the UID again).
+            epoch = self._journal(uid, None)
         if spooled is not None:
             spooled.moved(final)
         record.path = str(final)
@@ -225,24 +207,10 @@ class Archive:
             self.committer.add(record)
         except Exception as exc:
             log.error("C-STORE of %s: index commit failed: %s", uid, exc)
-            if later is not None:
-                _wait_quietly(later)
             self.blobs.delete(final)
             if journalled:
                 self._retire_records()
             return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
-        if later is not None:
-            _wait_quietly(later)
-            folder_error = later.failed(FOLDER)
-            if folder_error is not None:
-                log.error("C-STORE of %s: cannot store: %s", uid, folder_error)
-                self._withdraw(uid, final)
-                return StoreOutcome(
-                    Status.OUT_OF_RESOURCES, f"cannot store: {folder_error.strerror}"
-                )
-            if later.failed(JOURNAL) is not None:
-                log.warning("C-STORE of %s: store journal failed; flushing instead", uid)
-                epoch = None
         if journalled and (epoch is None or self._epoch_moved(epoch)):
             try:
                 if epoch is None:
@@ -270,13 +238,12 @@ class Archive:
             self._on_stored(req, stored)
         return StoreOutcome(Status.SUCCESS)
 
-    def _journal(self, uid: str, whole: bytes | None, later: Flushes | None = None) -> int | None:
+    def _journal(self, uid: str, whole: bytes | None) -> int | None:
         """Append the instance's record (its bytes if ``whole``); its epoch, or None if
-        the journal failed (the caller then flushes everything itself). With ``later``
-        the record's flush may only have joined that batch (``StoreJournal.append``)."""
+        the journal failed (the caller then flushes everything itself)."""
         assert self.journal is not None
         try:
-            return self.journal.append(uid, whole or b"", later)
+            return self.journal.append(uid, whole or b"")
         except OSError as exc:
             log.warning("C-STORE of %s: store journal failed (%s); flushing instead", uid, exc)
             return None

@@ -14,13 +14,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pacsd.server.storage.aio_flush import Flushes
 from pacsd.server.storage.uids import require_uid
 
 log = logging.getLogger("pacsd.core.storage")
-
-#: The label of a folder's fsync in a ``Flushes`` batch (``commit``).
-FOLDER = "folder"
 
 #: The bucket folders: the first three hex digits of the SHA-1 of the UID.
 BUCKETS = tuple(f"{n:03x}" for n in range(4096))
@@ -68,23 +64,11 @@ class BlobStore:
             raise ValueError(f"refusing path outside the blob store: {path}")
         return path
 
-    def commit(
-        self,
-        tmp_path: Path,
-        sop_instance_uid: str,
-        fd: int | None = None,
-        *,
-        flushing: Flushes | None = None,
-        later: Flushes | None = None,
-    ) -> Path:
+    def commit(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Path:
         """Make a complete temporary file durable under its final name (replacing any).
 
         ``fd``: a descriptor of the file the caller still holds open, fsynced instead
-        of opening the file again. ``flushing``: a batch already flushing that file
-        (``SpoolFile.finish`` queues it as soon as the last byte is written), waited
-        for instead. ``later``: the folder's fsync joins that batch and is not waited
-        for here: the file is under its final name on return, durable only once the
-        caller's ``later.wait()`` returned.
+        of opening the file again.
 
         A new bucket folder is created before the file's fsync and the root fsynced
         after it: the file's fsync commits the file system's journal with the new
@@ -97,9 +81,7 @@ class BlobStore:
         new_bucket = bucket.name not in self._buckets
         if new_bucket:
             bucket.mkdir(exist_ok=True)
-        if flushing is not None:
-            flushing.wait()
-        elif fd is not None:
+        if fd is not None:
             os.fsync(fd)
         else:
             _fsync_file(tmp_path)
@@ -107,15 +89,7 @@ class BlobStore:
             fsync_dir(self.root)
             self._buckets.add(bucket.name)
         os.rename(tmp_path, final)
-        if later is None:
-            fsync_dir(bucket)
-            return final
-        folder = os.open(bucket, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
-        try:
-            later.fsync(folder, lambda _error: os.close(folder), label=FOLDER)
-        except BaseException:
-            os.close(folder)
-            raise
+        fsync_dir(bucket)
         return final
 
     def place(self, tmp_path: Path, sop_instance_uid: str) -> Path:

@@ -63,14 +63,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacsd.server.storage.aio_flush import Flushes
 from pacsd.server.storage.blobs import fsync_dir
 
 log = logging.getLogger("pacsd.core.storage")
 
 SUFFIX = ".journal"
-#: The label of a record's flush in a ``Flushes`` batch (``append`` with ``later``).
-JOURNAL = "journal"
 #: Default size of one process's journal (the ``store_journal_mb`` setting).
 DEFAULT_SIZE = 8 * 1024 * 1024
 HEADER_SIZE = 4096
@@ -265,7 +262,6 @@ class StoreJournal:
         self._end = 0  # bytes appended since the file was made (wrap skips included)
         self._start = 0  # where, in the same count, the records still needed begin
         self._synced = 0  # how far an fdatasync has covered
-        self._flushing_later = False  # an append's flush runs in a Flushes batch
         #: Where each epoch's records begin: (epoch, count, position, seq).
         self._marks: deque[tuple[int, int, int, int]] = deque()
         self._checkpointing = False
@@ -278,20 +274,12 @@ class StoreJournal:
 
     # -- writing ----------------------------------------------------------------------
 
-    def append(
-        self, sop_instance_uid: str, data: bytes | memoryview = b"", later: Flushes | None = None
-    ) -> int:
+    def append(self, sop_instance_uid: str, data: bytes | memoryview = b"") -> int:
         """Write one record, wait until it is on the device, and return its epoch.
 
         Records of concurrent callers share one ``fdatasync`` when they meet. Raises
         ``JournalError`` for a record larger than half the ring, OSError if the device
         fails (the caller then makes the file durable itself, or fails the C-STORE).
-
-        ``later``: when no other flush of this journal is running, the record's flush
-        joins that batch instead of being waited for here (the caller overlaps it with
-        other work and must not rely on the record before ``later.wait()``; a failure
-        is then reported by that wait, and breaks the journal as here). When one is
-        running, waiting for it (and perhaps sharing it) is cheaper than another flush.
         """
         uid = sop_instance_uid.encode("ascii")
         length = _aligned(_REC.size + len(uid) + len(data))
@@ -308,8 +296,7 @@ class StoreJournal:
                     half_full = self._end - self._start > self._capacity // 2
                     break
             self.checkpoint()  # full: make the records written so far unnecessary
-        if later is None or not self._sync_later(end, later):
-            self._sync(end)
+        self._sync(end)
         if half_full:
             self._checkpoint_soon()
         return epoch
@@ -354,36 +341,6 @@ class StoreJournal:
         self.records += 1
         return epoch, self._end
 
-    def _sync_later(self, end: int, later: Flushes) -> bool:
-        """Queue the record's flush on ``later`` unless another flush of this journal
-        is running (then False: the caller waits for one itself, as before)."""
-        with self._lock:
-            if self._flushing_later or self._sync_lock.locked():
-                return False
-            if self._broken:
-                raise JournalError(0, "the journal failed an earlier flush")
-            if self._synced >= end:
-                return True
-            self._flushing_later = True
-            target = self._end
-
-        def done(error: OSError | None) -> None:
-            with self._lock:
-                self._flushing_later = False
-                if error is None:
-                    self._synced = max(self._synced, target)
-                    return
-                self._broken = True
-            log.error("store journal %s failed a flush; no longer used", self.path.name)
-
-        try:
-            later.fdatasync(self._fd, done, label=JOURNAL)
-        except BaseException:
-            with self._lock:
-                self._flushing_later = False
-            raise
-        return True
-
     def _sync(self, end: int) -> None:
         with self._sync_lock:
             if self._synced >= end:
@@ -401,8 +358,7 @@ class StoreJournal:
                 self._broken = True
                 log.error("store journal %s failed a flush; no longer used", self.path.name)
                 raise
-            with self._lock:
-                self._synced = max(self._synced, target)
+            self._synced = target
 
     # -- checkpoints -----------------------------------------------------------------
 
