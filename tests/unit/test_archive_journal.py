@@ -228,3 +228,43 @@ def test_a_closed_journal_takes_no_checkpoint(tmp_path: Path) -> None:
     node.archive.close()
     with pytest.raises(JournalError, match="closed"):
         journal.checkpoint()
+
+
+@pytest.mark.parametrize("pixels", [32, 400], ids=["small", "large"])
+def test_an_overwrite_whose_index_commit_fails_keeps_the_acknowledged_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int
+) -> None:
+    """The new file had already replaced the old one under the same name: deleting it
+    lost the version the peer was told was stored, while its row stayed."""
+    node = Crashable(tmp_path)
+    status, older = node.store(_version("OLD", pixels=pixels))
+    assert status == 0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(node.archive.committer, "add", _failing(errno.EIO))
+        assert node.store(_version("NEWER", pixels=pixels))[0] == 0xA700
+    assert node.file() == older, "the acknowledged version's file is gone"
+    row = node.archive.instance(UID)
+    assert row is not None and row.path.read_bytes() == older
+    assert not list(node.archive.blobs.tmp.iterdir()), "the kept version was left in tmp/"
+    node.crash()
+    assert Crashable(tmp_path).file() == older
+
+
+def test_an_overwrite_that_cannot_be_made_durable_puts_the_stored_version_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint began after the new version's record, and the flush it then needs
+    fails: the answer is a failure, so the old version must be what stays, file and row."""
+    node = Crashable(tmp_path)
+    status, older = node.store(_version("OLD"))
+    assert status == 0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(node.archive, "_epoch_moved", lambda epoch: True)
+        patch.setattr(node.archive.index.db, "flush", _failing(errno.EIO))
+        patch.setattr(node.archive, "_retire_records", lambda: None)  # it would flush too
+        assert node.store(_version("NEWER"))[0] == 0xA700
+    assert node.file() == older
+    row = node.archive.instance(UID)
+    assert row is not None and row.path.read_bytes() == older

@@ -29,7 +29,7 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def _commit(store: BlobStore, uid: str) -> Path:
     tmp = store.tmp / f"{uid}.part"
     tmp.write_bytes(uid.encode())
-    return store.commit(tmp, uid)
+    return store.commit(tmp, uid).final
 
 
 def test_prepared_buckets_spare_commits_the_mkdir_and_the_root_fsync(
@@ -72,3 +72,30 @@ def test_files_lists_every_instance_bucket_by_bucket(tmp_path: Path) -> None:
     listed = list(store.files())
     assert sorted(listed) == sorted(finals)
     assert listed == sorted(listed, key=lambda p: (p.parent.name, p.name))
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "look-first"])
+def test_a_replaced_version_keeps_a_second_name_until_forgotten_or_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool
+) -> None:
+    if not renameat2:
+        monkeypatch.setattr(blobs, "_renameat2", None)
+    store = BlobStore(tmp_path)
+    uid = "1.2.826.0.1.3680043.9.99.7"
+
+    def place(data: bytes) -> blobs.Placed:
+        tmp = store.tmp / f"{len(data)}.part"
+        tmp.write_bytes(data)
+        return store.place(tmp, uid)
+
+    first = place(b"old")
+    assert first.kept is None  # nothing there before: no second name
+    second = place(b"newer")
+    assert second.kept is not None and second.kept.read_bytes() == b"old"
+    assert second.final.read_bytes() == b"newer"
+    store.put_back(second.kept, second.final)
+    assert second.final.read_bytes() == b"old" and not second.kept.exists()
+    third = place(b"newest")
+    assert third.kept is not None
+    store.forget(third.kept)
+    assert third.final.read_bytes() == b"newest" and list(store.tmp.iterdir()) == []

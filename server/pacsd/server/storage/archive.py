@@ -184,16 +184,17 @@ class Archive:
             whole = None
         try:
             if whole is not None:
-                final = self.blobs.place(tmp, uid)
+                placed = self.blobs.place(tmp, uid)
             else:
                 fd = spooled.fileno() if spooled is not None else None
-                final = self.blobs.commit(tmp, uid, fd=fd)
+                placed = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
             if whole is not None:
                 self._retire_records()  # or the replay would store what failed here
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {why}")
+        final, kept = placed.final, placed.kept
         if journalled and whole is None:
             # The file is durable already: a record without bytes, written only now so
             # that it never stands for a file that is not, takes the place of the index
@@ -207,7 +208,10 @@ class Archive:
             self.committer.add(record)
         except Exception as exc:
             log.error("C-STORE of %s: index commit failed: %s", uid, exc)
-            self.blobs.delete(final)
+            if kept is None:
+                self.blobs.delete(final)
+            else:  # the row still describes the version stored before: its file too
+                self._put_back(uid, kept, final)
             if journalled:
                 self._retire_records()
             return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
@@ -223,8 +227,9 @@ class Archive:
                     self.index.db.flush()
             except OSError as exc:
                 log.error("C-STORE of %s: cannot make it durable: %s", uid, exc)
-                self._withdraw(uid, final)
+                self._withdraw(uid, final, kept)
                 return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
+        self.blobs.forget(kept)
         if self._on_stored is not None:
             stored = StoredInstanceInfo(
                 uid,
@@ -269,14 +274,35 @@ class Archive:
         except OSError as exc:
             log.error("store journal checkpoint after a failed C-STORE failed: %s", exc)
 
-    def _withdraw(self, uid: str, final: Path) -> None:
-        """Take back a stored instance whose answer is a failure (best effort)."""
-        try:
-            self.index.remove_instances([uid])
-        except Exception as exc:
-            log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
-        self.blobs.delete(final)
+    def _withdraw(self, uid: str, final: Path, kept: Path | None = None) -> None:
+        """Take back a stored instance whose answer is a failure (best effort): with
+        ``kept``, the version stored before comes back, file and row."""
+        if kept is not None and self._put_back(uid, kept, final):
+            try:
+                row = read_instance(final)
+                row.path, row.node = str(final), self.node
+                self.committer.add(row)
+            except Exception as exc:
+                log.error("C-STORE of %s: cannot index the version put back: %s", uid, exc)
+        else:
+            try:
+                self.index.remove_instances([uid])
+            except Exception as exc:
+                log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
+            self.blobs.delete(final)
         self._retire_records()
+
+    def _put_back(self, uid: str, kept: Path | None, final: Path) -> bool:
+        """Restore the version a failed store had replaced (``BlobStore._move_in``);
+        whether there was one and it is back (logged if it could not be)."""
+        if kept is None:
+            return False
+        try:
+            self.blobs.put_back(kept, final)
+        except OSError as exc:
+            log.error("C-STORE of %s: cannot put the stored version back: %s", uid, exc)
+            return False
+        return True
 
     # -- query and retrieve ---------------------------------------------------------
 
@@ -415,7 +441,8 @@ class Archive:
                 continue
             path = self.blobs.path_for(uid)
             if record.data:  # an OSError here ends the startup (open_journal)
-                self.blobs.commit(self.blobs.write_temp(record.data), uid)
+                placed = self.blobs.commit(self.blobs.write_temp(record.data), uid)
+                self.blobs.forget(placed.kept)
                 restored += 1
             elif not path.exists():
                 continue  # its file went since (a store that failed at its index commit)

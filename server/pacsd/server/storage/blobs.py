@@ -8,11 +8,16 @@ folders by a hash so that no folder grows huge.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pacsd.server.storage.uids import require_uid
 
@@ -64,7 +69,7 @@ class BlobStore:
             raise ValueError(f"refusing path outside the blob store: {path}")
         return path
 
-    def commit(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Path:
+    def commit(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Placed:
         """Make a complete temporary file durable under its final name (replacing any).
 
         ``fd``: a descriptor of the file the caller still holds open, fsynced instead
@@ -88,11 +93,17 @@ class BlobStore:
         if new_bucket:
             fsync_dir(self.root)
             self._buckets.add(bucket.name)
-        os.rename(tmp_path, final)
-        fsync_dir(bucket)
-        return final
+        placed = self._move_in(tmp_path, final)
+        try:
+            fsync_dir(bucket)
+        except OSError:
+            if placed.kept is not None:  # the caller fails: the old version stays
+                with suppress(OSError):
+                    self.put_back(placed.kept, final)
+            raise
+        return placed
 
-    def place(self, tmp_path: Path, sop_instance_uid: str) -> Path:
+    def place(self, tmp_path: Path, sop_instance_uid: str) -> Placed:
         """Rename a complete temporary file to its final name, with no fsync.
 
         Only for a file whose bytes the store journal holds (journal.py): a crash of the
@@ -102,8 +113,55 @@ class BlobStore:
         final = self.path_for(sop_instance_uid)
         if final.parent.name not in self._buckets:
             final.parent.mkdir(exist_ok=True)
-        os.rename(tmp_path, final)
-        return final
+        return self._move_in(tmp_path, final)
+
+    def _move_in(self, tmp_path: Path, final: Path) -> Placed:
+        """Rename a file to its final name; a version already there keeps a second
+        name in ``tmp`` (``Placed.kept``).
+
+        If the store of the new version then fails (its index commit, its flush), the
+        file under ``final`` would be the new one while the row, and the success the
+        peer was told, are the old one's: ``put_back`` restores it, ``forget`` drops the
+        name once the new version stands. A name a crash leaves ends in ``.part`` and
+        goes at startup (``clean_tmp``). A new instance costs nothing more: the rename
+        is told not to replace (``renameat2``), and only when it finds a file does the
+        old one get its second name before the plain rename.
+        """
+        if _rename_noreplace(tmp_path, final):
+            return Placed(final, None)
+        kept = self.tmp / f"prev-{os.getpid()}-{os.urandom(6).hex()}.part"
+        try:
+            os.link(final, kept)
+        except FileNotFoundError:  # deleted meanwhile: nothing to keep
+            os.rename(tmp_path, final)
+            return Placed(final, None)
+        try:
+            os.rename(tmp_path, final)
+        except BaseException:
+            kept.unlink(missing_ok=True)
+            raise
+        return Placed(final, kept)
+
+    def put_back(self, kept: Path, final: Path) -> None:
+        """Make the version ``Placed.kept`` kept the one under ``final`` again, durably.
+
+        If the new version never got there, both names are links to the old file and
+        ``rename`` does nothing: the kept name is then removed here.
+        """
+        os.rename(kept, final)
+        kept.unlink(missing_ok=True)
+        fsync_dir(final.parent)
+
+    def forget(self, kept: Path | None) -> None:
+        """Drop the kept name of a version the new one replaced for good (no fsync: if a
+        crash keeps the name, startup removes it)."""
+        if kept is not None:
+            try:
+                kept.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", kept, exc)
 
     def sync(self, path: Path) -> None:
         """Make a file placed by ``place`` durable (fsync it, then its folder)."""
@@ -150,6 +208,48 @@ class BlobStore:
             except OSError as exc:
                 log.warning("cannot remove %s: %s", leftover, exc)
         return removed
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where ``place``/``commit`` put a file, and the second name of the version it
+    replaced (None: there was none)."""
+
+    final: Path
+    kept: Path | None
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _load_renameat2() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # pragma: no cover - glibc has it since 2.28
+        return None
+
+
+_renameat2 = _load_renameat2()
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (then False, nothing moved)."""
+    global _renameat2
+    if _renameat2 is not None:
+        old, new = os.fsencode(src), os.fsencode(dst)
+        if _renameat2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+        _renameat2 = None  # this file system cannot: look first from now on
+    if os.path.lexists(dst):
+        return False
+    os.rename(src, dst)
+    return True
 
 
 def fsync_dir(path: Path) -> None:
