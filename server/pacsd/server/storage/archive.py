@@ -22,7 +22,7 @@ from typing import Any
 from pacsd.addin import Status, StoreRequest
 from pacsd.addin.storage import OnDuplicate, QueryModel, StoredInstanceInfo, StoreOutcome
 from pacsd.server.dicom import spool
-from pacsd.server.storage.attributes import UnreadableInstance, read_instance
+from pacsd.server.storage.attributes import InstanceRecord, UnreadableInstance, read_instance
 from pacsd.server.storage.blobs import BlobStore, fsync_dir
 from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
@@ -279,9 +279,7 @@ class Archive:
         ``kept``, the version stored before comes back, file and row."""
         if kept is not None and self._put_back(uid, kept, final):
             try:
-                row = read_instance(final)
-                row.path, row.node = str(final), self.node
-                self.committer.add(row)
+                self.committer.add(self._row(final))
             except Exception as exc:
                 log.error("C-STORE of %s: cannot index the version put back: %s", uid, exc)
         else:
@@ -291,6 +289,13 @@ class Archive:
                 log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
             self.blobs.delete(final)
         self._retire_records()
+
+    def _row(self, path: Path) -> InstanceRecord:
+        """The index row of an instance file already under its final name (reconcile,
+        replay, rebuild, a version put back); raises UnreadableInstance."""
+        record = read_instance(path)
+        record.path, record.node = str(path), self.node
+        return record
 
     def _put_back(self, uid: str, kept: Path | None, final: Path) -> bool:
         """Restore the version a failed store had replaced (``BlobStore._move_in``);
@@ -367,13 +372,12 @@ class Archive:
             if uid in known:
                 continue
             try:
-                record = read_instance(path)
+                record = self._row(path)
             except UnreadableInstance as exc:
                 log.error("unreadable file %s removed during reconciliation: %s", path, exc)
                 self.blobs.delete(path)
                 bad += 1
                 continue
-            record.path, record.node = str(path), self.node
             self.index.add([record])
             adopted += 1
         summary = {
@@ -447,12 +451,9 @@ class Archive:
             elif not path.exists():
                 continue  # its file went since (a store that failed at its index commit)
             try:
-                row = read_instance(path)
+                rows.append(self._row(path))
             except UnreadableInstance as exc:  # checked when stored: the disk changed it
                 log.error("journalled instance %s not indexed: %s", uid, exc)
-                continue
-            row.path, row.node = str(path), self.node
-            rows.append(row)
         for start in range(0, len(rows), 500):
             self.index.add(rows[start : start + 500])
         log.warning(
@@ -471,12 +472,10 @@ class Archive:
         pending = []
         for path in self.blobs.files():
             try:
-                record = read_instance(path)
+                pending.append(self._row(path))
             except UnreadableInstance as exc:
                 log.error("skipping unreadable %s: %s", path, exc)
                 continue
-            record.path, record.node = str(path), self.node
-            pending.append(record)
             if len(pending) >= batch:  # one transaction per batch, not per file
                 self.index.add(pending)
                 count += len(pending)

@@ -129,7 +129,7 @@ class BlobStore:
         """
         if _rename_noreplace(tmp_path, final):
             return Placed(final, None)
-        kept = self.tmp / f"prev-{os.getpid()}-{os.urandom(6).hex()}.part"
+        kept = self._temp_name("prev")
         try:
             os.link(final, kept)
         except FileNotFoundError:  # deleted meanwhile: nothing to keep
@@ -141,6 +141,10 @@ class BlobStore:
             kept.unlink(missing_ok=True)
             raise
         return Placed(final, kept)
+
+    def _temp_name(self, kind: str) -> Path:
+        """A new name in ``tmp``; ``.part``, so that ``clean_tmp`` removes a leftover."""
+        return self.tmp / f"{kind}-{os.getpid()}-{os.urandom(6).hex()}.part"
 
     def put_back(self, kept: Path, final: Path) -> None:
         """Make the version ``Placed.kept`` kept the one under ``final`` again, durably.
@@ -172,7 +176,7 @@ class BlobStore:
 
     def write_temp(self, data: bytes) -> Path:
         """Write bytes to a new temporary file (for datasets that arrived in memory)."""
-        path = self.tmp / f"w-{os.getpid()}-{os.urandom(6).hex()}.part"
+        path = self._temp_name("w")
         try:
             with path.open("wb") as fh:
                 fh.write(data)
