@@ -124,6 +124,45 @@ def test_records_that_fill_the_ring_exactly_wrap_inside_the_file(tmp_path: Path)
     _then_new_records_read_back(journal, epochs, data)
 
 
+def test_a_full_ring_keeps_every_needed_record_whole(tmp_path: Path) -> None:
+    """A direct write pads its last block with zeros: the ring keeps a block free, so
+    the padding never reaches the oldest record still needed when the ring is full."""
+    release = threading.Event()
+    blocking = False
+
+    def flush() -> None:
+        if blocking:
+            release.wait(30)
+
+    epochs = Epochs(tmp_path)
+    journal = StoreJournal(tmp_path, epochs, flush, SMALL_RING)
+    data = os.urandom(5000)  # 5056-byte records: never on a block boundary for long
+    for n in range(7):
+        journal.append(f"1.6.old.{n}", data)
+    journal.checkpoint()  # the needed records now start mid-block, mid-ring
+    blocking = True
+    written: list[str] = []
+
+    def write() -> None:
+        for n in range(100):  # more than the ring holds: blocks once it is full
+            journal.append(f"1.6.{n}", data)
+            written.append(f"1.6.{n}")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    seen = -1
+    while len(written) != seen:  # until the writer waits for a checkpoint
+        seen = len(written)
+        writer.join(0.3)
+    try:
+        assert 40 < len(written) < 100, "the ring did not fill up"
+        assert _read(journal, epochs.synced_through()) == [(uid, data) for uid in written]
+    finally:
+        release.set()
+        writer.join(30)
+    assert len(written) == 100
+
+
 def test_a_record_of_the_previous_lap_is_not_read_as_new(tmp_path: Path) -> None:
     journal, _, _ = _journal(tmp_path)
     for n in range(60):  # wraps at least once
@@ -205,3 +244,35 @@ def test_the_last_record_of_an_instance_wins_across_journals(tmp_path: Path) -> 
         os.close(fd)
     latest = latest_per_instance(records)
     assert latest["1.2.1"].data == b"" and latest["1.2.2"].data == b"w"
+
+
+def _direct_descriptors(path: Path) -> list[int]:
+    """This process's descriptors of ``path`` opened with O_DIRECT (/proc/self/fdinfo)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != str(path):
+                continue
+            flags = Path(f"/proc/self/fdinfo/{name}").read_text().split("flags:")[1].split()[0]
+        except OSError:
+            continue
+        if int(flags, 8) & os.O_DIRECT:
+            found.append(int(name))
+    return found
+
+
+def test_records_are_written_past_the_page_cache_where_the_file_system_allows(
+    tmp_path: Path,
+) -> None:
+    probe = tmp_path / "probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+        supported = True
+    except OSError:
+        supported = False
+    journal, _, _ = _journal(tmp_path)
+    journal.append("1.3.1", b"r" * 3000)
+    assert bool(_direct_descriptors(journal.path)) == supported
+    assert _read(journal) == [("1.3.1", b"r" * 3000)]
+    journal.close()
+    assert not _direct_descriptors(journal.path), "the direct descriptor was left open"

@@ -44,7 +44,9 @@ a dead worker's journal only checkpoints and removes it.
 The layout is deliberately plain. A journal file: a 4 KiB header holding two slots
 (written alternately, so a torn write leaves the other) with the ring's start; then
 records, each ``magic, seq, epoch, time, uid length, data length, crc32`` + UID + data,
-8-byte aligned. Sequence numbers are consecutive, so a record left from the ring's
+8-byte aligned. They are written with ``O_DIRECT`` where the file system allows
+(``block_writer.py``), so the ``fdatasync`` has only the device's cache to flush; the
+ring keeps a block free for the zeros a direct write adds after its record. Sequence numbers are consecutive, so a record left from the ring's
 previous lap, or one torn by a crash, ends the replay.
 """
 
@@ -64,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacsd.server.storage.blobs import fsync_dir
+from pacsd.server.storage.block_writer import ALIGN, SLACK, BlockWriter
 
 log = logging.getLogger("pacsd.core.storage")
 
@@ -229,7 +232,8 @@ class StoreJournal:
         self.folder = folder
         self._epochs = epochs
         self._flush = flush
-        self._size = max(_aligned(size), HEADER_SIZE + 256 * 1024)
+        # Whole blocks, so that a direct write of the last one stays inside the file.
+        self._size = max(-(-size // ALIGN) * ALIGN, HEADER_SIZE + 256 * 1024)
         self._capacity = self._size - HEADER_SIZE
         name = f"{os.getpid()}-{os.urandom(4).hex()}"
         # Made under another name and renamed once locked: a process looking for dead
@@ -252,6 +256,9 @@ class StoreJournal:
             making.unlink(missing_ok=True)
             raise
         self._fd = fd
+        self._writer = BlockWriter(self.path, fd)
+        #: Free ring space a write may cover past its record (a direct write's zeros).
+        self._slack = SLACK if self._writer.direct else 0
         self._counter = 1
         #: Guards the ring: where the next record goes, and what is still needed.
         self._lock = threading.Lock()
@@ -291,7 +298,7 @@ class StoreJournal:
                     raise JournalError(0, "the journal is closed or failed")
                 wrap = self._pos + length > self._size  # also when exactly at the end
                 skip = self._size - self._pos if wrap else 0
-                if self._end - self._start + skip + length <= self._capacity:
+                if self._end - self._start + skip + length + self._slack <= self._capacity:
                     epoch, end = self._write(uid, data, wrap)
                     half_full = self._end - self._start > self._capacity // 2
                     break
@@ -324,17 +331,16 @@ class StoreJournal:
         if wrap:
             skip = self._size - self._pos
             if skip >= _REC.size:
-                os.pwrite(self._fd, _wrap_marker(self._seq), self._pos)
+                self._writer.write(_wrap_marker(self._seq), self._pos)
                 self._seq += 1
             self._end += skip
             self._pos = HEADER_SIZE
+            self._writer.reset()
         epoch = self._epochs.current()
         if not self._marks or self._marks[-1][0] != epoch:
             self._marks.append((epoch, self._end, self._pos, self._seq))
         record = _encode(self._seq, epoch, uid, data)
-        written = os.pwrite(self._fd, record, self._pos)
-        if written != len(record):  # pragma: no cover - a regular file writes whole
-            raise OSError(0, f"short journal write ({written} of {len(record)} bytes)")
+        self._writer.write(record, self._pos)
         self._pos += len(record)
         self._end += len(record)
         self._seq += 1
@@ -427,6 +433,7 @@ class StoreJournal:
             self.path.unlink(missing_ok=True)
         with self._checkpoint_lock:
             fd, self._fd = self._fd, -1
+            self._writer.close()
         os.close(fd)
 
 
