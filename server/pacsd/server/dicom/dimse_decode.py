@@ -100,6 +100,20 @@ def _uid(value: bytes) -> UID | None:
     return UID(text, validation_mode=pydicom_config.IGNORE)
 
 
+#: SOP Class UIDs already checked: an association sends few, once per instance.
+_CLASS_UIDS: dict[bytes, UID | None] = {}
+
+
+def _class_uid(value: bytes) -> UID | None:
+    found = _CLASS_UIDS.get(value, _CLASS_UIDS)
+    if found is _CLASS_UIDS:
+        found = _uid(value)
+        if len(_CLASS_UIDS) >= 1024:  # private classes by the thousand: start again
+            _CLASS_UIDS.clear()
+        _CLASS_UIDS[value] = found
+    return found  # type: ignore[return-value]
+
+
 def store_request(fields: dict[int, bytes]) -> C_STORE | None:
     """The C-STORE primitive for a plain C-STORE-RQ command set, else None.
 
@@ -111,7 +125,7 @@ def store_request(fields: dict[int, bytes]) -> C_STORE | None:
     numbers = {t: _us(fields[t]) for t in _US_TAGS if t in fields}
     if any(v is None for v in numbers.values()) or numbers[_COMMAND_FIELD] != C_STORE_RQ_FIELD:
         return None
-    sop_class = _uid(fields[_AFFECTED_SOP_CLASS])
+    sop_class = _class_uid(fields[_AFFECTED_SOP_CLASS])
     instance_raw = fields.get(_AFFECTED_SOP_INSTANCE)
     sop_instance = _uid(instance_raw) if instance_raw is not None else None
     if sop_class is None or (instance_raw is not None and sop_instance is None):

@@ -187,9 +187,12 @@ class SpoolFile:
     ``discard`` then only closes it.
     """
 
-    def __init__(self, path: Path, header: bytes) -> None:
+    def __init__(self, path: Path, header: bytes, folder: Path | None = None) -> None:
         self.name = str(path)
         self.path = path
+        #: ``path.parent``, asked for once (``folder``: the caller's own object, whose
+        #: hash pathlib has cached, for the per-folder lookups below).
+        self._folder = path.parent if folder is None else folder
         #: Where the dataset starts (after the File Meta Information).
         self.offset = len(header)
         self.error: OSError | None = None
@@ -205,7 +208,7 @@ class SpoolFile:
         self.moved_to: Path | None = None
         try:
             # A file created ahead of time if one is ready (spool_files.py says why).
-            fd = spool_files.for_folder(path.parent).take_into(path)
+            fd = spool_files.for_folder(self._folder).take_into(self.name)
             if fd is None:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
             self._fd = fd
@@ -220,12 +223,12 @@ class SpoolFile:
         try:
             if self._stage is None:
                 room = direct.HEAD - self._written
-                if len(view) <= room or not direct.usable(self.path.parent):
+                if len(view) <= room or not direct.usable(self._folder):
                     self._write_through(view)
                     return
                 self._write_through(view[:room])
                 view = view[room:]
-                self._stage = direct.start(self._fd, self.path.parent)
+                self._stage = direct.start(self._fd, self._folder)
                 if self._stage is None:  # the file system said no: page cache from now on
                     self._write_through(view)
                     return
@@ -450,7 +453,7 @@ class SpoolingMessage(DIMSEMessage):
             str(sop_class), str(sop_instance), str(cx.transfer_syntax[0]), self.source_ae
         )
         path = self.spool_dir / f"rx-{os.getpid()}-{next(_names)}.part"
-        spool = SpoolFile(path, header)
+        spool = SpoolFile(path, header, self.spool_dir)
         self._data_set_file = spool  # type: ignore[assignment]
         self._data_set_path = path
 

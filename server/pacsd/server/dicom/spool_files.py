@@ -61,7 +61,7 @@ class ReadyFiles:
         if self.usable:
             threading.Thread(target=self._fill, name="pacsd-spool-files", daemon=True).start()
 
-    def take_into(self, path: Path) -> int | None:
+    def take_into(self, path: Path | str) -> int | None:
         """A writable descriptor of a new, empty file now named ``path``; None when no
         file is ready (or this system cannot do it): create it the usual way."""
         if not self.usable:

@@ -299,5 +299,9 @@ def read_instance(
     return record
 
 
+#: One encoder for every row (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def dumps(attrs: dict[str, Any]) -> str:
-    return json.dumps(attrs, separators=(",", ":"), sort_keys=True) if attrs else "{}"
+    return _ENCODER.encode(attrs) if attrs else "{}"

@@ -36,6 +36,9 @@ class BlobStore:
         #: Bucket folders known to exist with a durable entry in the root (they are
         #: never removed while the store is open).
         self._buckets: set[str] = set()
+        #: Each bucket's path, made once: joining and comparing paths with pathlib was
+        #: ~7 % of the Python time of a small C-STORE (py-spy --gil, bench/README.md).
+        self._bucket_paths = {name: self.root / name for name in BUCKETS}
 
     def prepare_buckets(self, chunk: int = 256) -> int:
         """Create every missing bucket folder ahead of need; returns how many were made.
@@ -61,13 +64,17 @@ class BlobStore:
         return len(missing)
 
     def path_for(self, sop_instance_uid: str) -> Path:
+        return self._locate(sop_instance_uid)[1]
+
+    def _locate(self, sop_instance_uid: str) -> tuple[str, Path]:
+        """The bucket's name and the file's path."""
         uid = require_uid(sop_instance_uid, "SOP Instance UID")
+        # Belt and braces: a validated UID (digits and dots, no empty component) names
+        # no folder, but never write outside the root.
+        if "/" in uid or uid.startswith("."):
+            raise ValueError(f"refusing path outside the blob store: {uid!r}")
         bucket = hashlib.sha1(uid.encode(), usedforsecurity=False).hexdigest()[:3]
-        path = self.root / bucket / f"{uid}.dcm"
-        # Belt and braces: a validated UID cannot escape, but never write outside root.
-        if path.parent.parent != self.root:
-            raise ValueError(f"refusing path outside the blob store: {path}")
-        return path
+        return bucket, self._bucket_paths[bucket] / f"{uid}.dcm"
 
     def commit(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Placed:
         """Make a complete temporary file durable under its final name (replacing any).
@@ -81,9 +88,9 @@ class BlobStore:
         creating the folder after the fsync cost a second journal commit per instance
         on a young store (most instances land in a new bucket until the 4096 exist).
         """
-        final = self.path_for(sop_instance_uid)
-        bucket = final.parent
-        new_bucket = bucket.name not in self._buckets
+        name, final = self._locate(sop_instance_uid)
+        bucket = self._bucket_paths[name]
+        new_bucket = name not in self._buckets
         if new_bucket:
             bucket.mkdir(exist_ok=True)
         if fd is not None:
@@ -92,7 +99,7 @@ class BlobStore:
             _fsync_file(tmp_path)
         if new_bucket:
             fsync_dir(self.root)
-            self._buckets.add(bucket.name)
+            self._buckets.add(name)
         placed = self._move_in(tmp_path, final)
         try:
             fsync_dir(bucket)
@@ -110,9 +117,9 @@ class BlobStore:
         operating system before the next checkpoint may lose the file or its name, and
         the replay then writes it again from the journal.
         """
-        final = self.path_for(sop_instance_uid)
-        if final.parent.name not in self._buckets:
-            final.parent.mkdir(exist_ok=True)
+        name, final = self._locate(sop_instance_uid)
+        if name not in self._buckets:
+            self._bucket_paths[name].mkdir(exist_ok=True)
         return self._move_in(tmp_path, final)
 
     def _move_in(self, tmp_path: Path, final: Path) -> Placed:

@@ -46,8 +46,9 @@ The layout is deliberately plain. A journal file: a 4 KiB header holding two slo
 records, each ``magic, seq, epoch, time, uid length, data length, crc32`` + UID + data,
 8-byte aligned. They are written with ``O_DIRECT`` where the file system allows
 (``block_writer.py``), so the ``fdatasync`` has only the device's cache to flush; the
-ring keeps a block free for the zeros a direct write adds after its record. Sequence numbers are consecutive, so a record left from the ring's
-previous lap, or one torn by a crash, ends the replay.
+ring keeps a block free for the zeros a direct write adds after its record. Sequence
+numbers are consecutive, so a record left from the ring's previous lap, or one torn by
+a crash, ends the replay.
 """
 
 from __future__ import annotations
