@@ -2,13 +2,14 @@
 
 A small C-STORE waits for its journal record to reach the device. Written through the
 page cache, that is a ``pwrite`` (a copy into the page cache) and an ``fdatasync`` that
-finds the dirty page, writes it back, waits, then flushes the device's cache: ~115-145
-µs and ~55 µs of CPU per record on this project's machines. Written direct, the
-``pwrite`` itself hands the device the bytes and waits for them, and the ``fdatasync``
-that follows has only the cache flush left to ask for: ~80-90 µs and ~25 µs of CPU
-(a throwaway script, 400 records of 10 kB into a preallocated file, bench/README.md,
-ninth round). The flush is still what makes the record durable: a direct write is in
-the device's cache when it returns, not on its medium.
+finds the dirty page, writes it back, waits, then flushes the device's cache. Written
+direct, the ``pwrite`` itself hands the device the bytes and waits for them, and the
+``fdatasync`` that follows has only the cache flush left to ask for. Alone (400 records
+of 10 kB into a preallocated file): 115-145 µs and ~55 µs of CPU per record through the
+page cache, 80-90 µs and ~25 µs direct (``O_DSYNC``); in the server (strace, small
+instances): 257 µs against 232 µs for the write and the flush (bench/README.md, ninth
+round). The flush is still what makes the record durable: a direct write is in the
+device's cache when it returns, not on its medium.
 
 Direct I/O writes whole aligned blocks from an aligned buffer, and records are packed
 (8-byte aligned). So the block a record starts in is written again with the bytes the
