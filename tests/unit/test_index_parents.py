@@ -156,12 +156,58 @@ def sqlite_index(tmp_path: Path) -> Iterator[Index]:
 def test_a_known_series_skips_its_parents_statements(sqlite_index: Index) -> None:
     sqlite_index.add([record(1)])
     ran = statements(sqlite_index, lambda: sqlite_index.add([record(2)]))
-    assert ran == ["BEGIN IMMEDIATE", "INSERT instances", "COMMIT"], ran
-    # A changed value is written, and only that parent's row.
+    assert ran == KNOWN_SERIES, ran
+    # A changed value is written, and only that parent's row; the generation moves.
     ran = statements(sqlite_index, lambda: sqlite_index.add([record(3, series_description="X")]))
-    assert ran == ["BEGIN IMMEDIATE", "INSERT series", "INSERT instances", "COMMIT"], ran
+    assert ran == [
+        "BEGIN IMMEDIATE",
+        "SELECT index_generation",
+        "INSERT series",
+        "UPDATE index_generation SET n = n + 1 WHERE id = 0 RETURNING n",
+        "INSERT instances",
+        "COMMIT",
+    ], ran
     with sqlite_index.db.read() as conn:
         assert conn.all("SELECT series_description FROM series") == [("X",)]
+
+
+#: What an instance of a series the writer knows costs.
+KNOWN_SERIES = ["BEGIN IMMEDIATE", "SELECT index_generation", "INSERT instances", "COMMIT"]
+
+
+def test_instances_another_connection_adds_leave_the_known_parents_alone(
+    sqlite_index: Index, tmp_path: Path
+) -> None:
+    # Two workers storing the same series at once: each one's instances must not make
+    # the other forget the parents (SQLite's data_version, used before, moved with
+    # every commit of any connection). Opening an index migrates it, a write that
+    # counts as a change: the other worker is open first.
+    other = Index(open_index_db("", tmp_path))
+    sqlite_index.add([record(1)])
+    try:
+        other.add([record(5)])  # the same parents, unchanged: only an instance row
+        ran = statements(sqlite_index, lambda: sqlite_index.add([record(2)]))
+        assert ran == KNOWN_SERIES, ran
+        other.add([record(6)])
+    finally:
+        other.db.close()
+    assert sqlite_index.counts().instances == 4 and sqlite_index.counts().series == 1
+
+
+def test_parents_another_connection_changed_are_written_again(
+    sqlite_index: Index, tmp_path: Path
+) -> None:
+    # The latest values win across workers too: after another worker changed the
+    # series, an instance with the values this writer knew writes them back.
+    other = Index(open_index_db("", tmp_path))  # (opening is a write: first)
+    sqlite_index.add([record(1)])
+    try:
+        other.add([record(5, series_description="CORONAL")])
+    finally:
+        other.db.close()
+    sqlite_index.add([record(2)])
+    with sqlite_index.db.read() as conn:
+        assert conn.all("SELECT series_description FROM series") == [("AXIAL",)]
 
 
 def test_parents_deleted_by_another_connection_are_written_again(
@@ -187,6 +233,20 @@ def test_parents_deleted_by_another_connection_are_written_again(
         )
     assert series == f"{ROOT}.1.1"
     assert sqlite_index.counts().series == 2
+
+
+def test_a_delete_by_another_connection_alone_makes_this_one_look_again(
+    sqlite_index: Index, tmp_path: Path
+) -> None:
+    other = Index(open_index_db("", tmp_path))  # (opening is a write: first)
+    sqlite_index.add([record(1)])
+    try:
+        other.remove("study", f"{ROOT}.1")
+    finally:
+        other.db.close()
+    sqlite_index.add([record(2)])  # its series is gone: written again, not pointed at
+    assert sqlite_index.counts().series == 1
+    assert sqlite_index.instance(f"{ROOT}.1.1.2") is not None
 
 
 def test_parents_deleted_through_the_same_connection_are_written_again(

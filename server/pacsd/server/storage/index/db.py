@@ -81,6 +81,11 @@ class IndexDB:
         raise NotImplementedError
         yield
 
+    def parents_changed(self, conn: Conn) -> None:
+        """Inside ``write(keeps_parents=True)``: a patient, study or series row was
+        inserted or changed, so what other processes know of parent rows may be stale
+        (a no-op where nothing is kept)."""
+
     @contextmanager
     def read(self) -> Iterator[Conn]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -170,7 +175,9 @@ class SqliteIndexDB(IndexDB):
         self._flush_fds: dict[Path, int] = {}
         self._write_lock = threading.Lock()
         self.known_parents: KnownParents = {}
-        self._data_version = -1
+        #: The index generation ``known_parents`` is valid for (None: not read yet).
+        self._generation_known: int | None = None
+        self._has_generation = False
         self._local = threading.local()
         # The live readers, for close(); weak, so an exited thread's reader is collected
         # (and its connection closed) instead of being kept here for ever. A WeakSet is
@@ -201,12 +208,19 @@ class SqliteIndexDB(IndexDB):
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             known = self.known_parents
-            # data_version moves when another connection (another worker, a pacsctl
-            # delete) committed since this one last looked: what it knew may be gone.
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if not keeps_parents or version != self._data_version or len(known) > 50_000:
+            # The generation moves whenever any connection (another worker, a pacsctl
+            # delete) deletes rows or writes a parent row: what this one knew may be
+            # gone or old then. Instances other workers add leave it, and what this one
+            # knows, alone (SQLite's data_version moved with every commit: two workers
+            # storing at once forgot their parents at nearly every C-STORE).
+            generation = self._generation(conn)
+            if not keeps_parents:
                 known.clear()
-                self._data_version = version
+                if generation is not None:
+                    self._bump(conn)
+            elif generation is None or generation != self._generation_known or len(known) > 50_000:
+                known.clear()
+                self._generation_known = generation
             try:
                 yield Conn(conn, self.dialect)
             except BaseException:
@@ -218,6 +232,26 @@ class SqliteIndexDB(IndexDB):
             except BaseException:
                 known.clear()
                 raise
+
+    def parents_changed(self, conn: Conn) -> None:
+        if self._has_generation:
+            self._generation_known = self._bump(self._writer)
+
+    def _generation(self, conn: sqlite3.Connection) -> int | None:
+        """The index generation, or None before the migration that adds it."""
+        if not self._has_generation:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_generation'"
+            ).fetchone()
+            if found is None:
+                return None
+            self._has_generation = True  # (a table no migration removes)
+        return int(conn.execute("SELECT n FROM index_generation WHERE id = 0").fetchone()[0])
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> int:
+        row = conn.execute("UPDATE index_generation SET n = n + 1 WHERE id = 0 RETURNING n")
+        return int(row.fetchone()[0])
 
     @contextmanager
     def read(self) -> Iterator[Conn]:

@@ -7,7 +7,7 @@ removed when their last child goes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,6 +139,7 @@ def _parent(
     table: _ParentTable,
     key: str,
     values: tuple[Any, ...],
+    changed: Callable[[Conn], None] | None = None,
 ) -> Any:
     """The parent row's ID, inserting it or updating what changed (nothing to do when
     ``known`` says the row already holds ``values``)."""
@@ -150,6 +151,8 @@ def _parent(
     row = conn.one(upsert, (key, *values))
     if row is None:  # present and unchanged
         row = conn.one(find, (key,))
+    elif changed is not None:  # inserted or updated: other writers must look again
+        changed(conn)
     if known is not None:
         known[(table.table, key)] = (values, row[0])
     return row[0]
@@ -173,12 +176,14 @@ class Index:
                 self._upsert(conn, known, record)
 
     def _upsert(self, conn: Conn, known: KnownParents | None, r: InstanceRecord) -> None:
+        changed = self.db.parents_changed
         patient_fk = _parent(
             conn,
             known,
             _PATIENT,
             r.patient_id,
             (r.patient_name, r.patient_name.lower(), r.birth_date, r.sex, dumps(r.patient_attrs)),
+            changed,
         )
         study_fk = _parent(
             conn,
@@ -196,6 +201,7 @@ class Index:
                 r.referring_physician.lower(),
                 dumps(r.study_attrs),
             ),
+            changed,
         )
         series_fk = _parent(
             conn,
@@ -211,6 +217,7 @@ class Index:
                 r.body_part,
                 dumps(r.series_attrs),
             ),
+            changed,
         )
         conn.execute(
             """INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid,

@@ -97,6 +97,19 @@ INDEX_MIGRATIONS += (
     ),
 )
 
+INDEX_MIGRATIONS += (
+    IndexMigration(
+        3,
+        "index_generation: moves when a parent row changes or rows are deleted (SQLite "
+        "writers keep the parent rows they know until then)",
+        (
+            "CREATE TABLE index_generation "
+            "(id INTEGER PRIMARY KEY CHECK (id = 0), n BIGINT NOT NULL)",
+            "INSERT INTO index_generation (id, n) VALUES (0, 0)",
+        ),
+    ),
+)
+
 LATEST_INDEX_VERSION = INDEX_MIGRATIONS[-1].version
 
 PK = {
