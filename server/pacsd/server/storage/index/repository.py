@@ -142,13 +142,17 @@ def _parent(
     changed: Callable[[Conn], None] | None = None,
 ) -> Any:
     """The parent row's ID, inserting it or updating what changed (nothing to do when
-    ``known`` says the row already holds ``values``)."""
+    ``known`` says the row already holds ``values``).
+
+    ``values`` ends with the row's extra attributes as a dict, turned into JSON only when
+    the row is written: an instance of a known series then encodes none of them.
+    """
     if known is not None:
         hit = known.get((table.table, key))
         if hit is not None and hit[0] == values:
             return hit[1]
     upsert, find = _SQL[table]
-    row = conn.one(upsert, (key, *values))
+    row = conn.one(upsert, (key, *values[:-1], dumps(values[-1])))
     if row is None:  # present and unchanged
         row = conn.one(find, (key,))
     elif changed is not None:  # inserted or updated: other writers must look again
@@ -182,7 +186,7 @@ class Index:
             known,
             _PATIENT,
             r.patient_id,
-            (r.patient_name, r.patient_name.lower(), r.birth_date, r.sex, dumps(r.patient_attrs)),
+            (r.patient_name, r.patient_name.lower(), r.birth_date, r.sex, r.patient_attrs),
             changed,
         )
         study_fk = _parent(
@@ -199,7 +203,7 @@ class Index:
                 r.study_description,
                 r.referring_physician,
                 r.referring_physician.lower(),
-                dumps(r.study_attrs),
+                r.study_attrs,
             ),
             changed,
         )
@@ -215,7 +219,7 @@ class Index:
                 r.series_description,
                 r.series_date,
                 r.body_part,
-                dumps(r.series_attrs),
+                r.series_attrs,
             ),
             changed,
         )
