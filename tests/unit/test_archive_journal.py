@@ -251,6 +251,35 @@ def test_an_overwrite_whose_index_commit_fails_keeps_the_acknowledged_version(
     assert Crashable(tmp_path).file() == older
 
 
+@pytest.mark.parametrize("pixels", [32, 400], ids=["small", "large"])
+@pytest.mark.parametrize("before", ["new", "overwrite"])
+def test_a_failed_store_keeps_the_version_another_worker_stored_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int, before: str
+) -> None:
+    """Two workers store the same instance at once, and the first one's index commit
+    fails after the second replaced its file: taking the first one's file back (or
+    putting back the version it had replaced) deleted or overwrote the version the
+    second worker's peer was told was stored."""
+    node = Crashable(tmp_path)
+    other = Crashable(tmp_path)  # another worker on the same data folder
+    if before == "overwrite":
+        assert node.store(_version("OLD", pixels=pixels))[0] == 0
+    theirs: list[bytes] = []
+
+    def commit_after_the_other_worker_stored(*_: object, **__: object) -> None:
+        status, data = other.store(_version("OTHER", pixels=pixels))
+        assert status == 0
+        theirs.append(data)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(node.archive.committer, "add", commit_after_the_other_worker_stored)
+    assert node.store(_version("FIRST", pixels=pixels))[0] == 0xA700
+    assert node.file() == theirs[0], "the other worker's acknowledged version is gone"
+    row = other.archive.instance(UID)
+    assert row is not None and row.path.read_bytes() == theirs[0]
+    assert not list(node.archive.blobs.tmp.iterdir()), "a second name was left in tmp/"
+
+
 def test_an_overwrite_that_cannot_be_made_durable_puts_the_stored_version_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@ mkdir and no fsync of the root; files listed from every bucket in order."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,61 @@ def test_a_replaced_version_keeps_a_second_name_until_forgotten_or_put_back(
     assert third.kept is not None
     store.forget(third.kept)
     assert third.final.read_bytes() == b"newest" and list(store.tmp.iterdir()) == []
+
+
+def test_a_failed_store_takes_back_only_its_own_file(tmp_path: Path) -> None:
+    """Another store of the same instance (another association or worker) may replace
+    the file of a store that then fails: that version, which its peer was told was
+    stored, stays; the failed store's own file goes, or the version it replaced
+    comes back, only while the name still holds it."""
+    store = BlobStore(tmp_path)
+
+    def place(uid: str, data: bytes) -> blobs.Placed:
+        tmp = store.tmp / f"{uid}-{len(data)}.part"
+        tmp.write_bytes(data)
+        return store.place(tmp, uid)
+
+    def final(uid: str) -> bytes | None:
+        path = store.path_for(uid)
+        return path.read_bytes() if path.exists() else None
+
+    # An overwrite that fails after another one replaced it.
+    place("1.2.3.1", b"old")
+    mine = place("1.2.3.1", b"mine")
+    theirs = place("1.2.3.1", b"theirs")
+    assert store.take_back(mine) == "replaced"
+    assert final("1.2.3.1") == b"theirs"
+    store.forget(theirs.kept)
+    # A new instance that fails after another store replaced it.
+    new = place("1.2.3.2", b"new")
+    other = place("1.2.3.2", b"other")
+    assert store.take_back(new) == "replaced"
+    assert final("1.2.3.2") == b"other"
+    store.forget(other.kept)
+    # Alone: the version replaced comes back, or the name goes.
+    place("1.2.3.3", b"v1")
+    assert store.take_back(place("1.2.3.3", b"v2")) == "back"
+    assert final("1.2.3.3") == b"v1"
+    assert store.take_back(place("1.2.3.4", b"only")) == "removed"
+    assert final("1.2.3.4") is None
+    assert list(store.tmp.iterdir()) == [], "a second name was left behind"
+
+
+def test_replacing_a_file_waits_while_another_store_takes_one_back(tmp_path: Path) -> None:
+    """The check "the name still holds my file" and what follows it are one step for
+    every thread and process of the store (``flock`` on the bucket folder)."""
+    store, other = BlobStore(tmp_path), BlobStore(tmp_path)  # e.g. two workers
+    uid = "1.2.826.0.1.3680043.9.99.8"
+    first = store.tmp / "first.part"
+    first.write_bytes(b"first")
+    placed = store.place(first, uid)
+    second = other.tmp / "second.part"
+    second.write_bytes(b"second")
+    with store._guard(placed.final):
+        replacing = threading.Thread(target=other.place, args=(second, uid))
+        replacing.start()
+        replacing.join(0.3)
+        assert replacing.is_alive(), "the file was replaced while the lock was held"
+        assert placed.final.read_bytes() == b"first"
+    replacing.join(10)
+    assert not replacing.is_alive() and placed.final.read_bytes() == b"second"

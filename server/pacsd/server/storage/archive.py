@@ -23,7 +23,7 @@ from pacsd.addin import Status, StoreRequest
 from pacsd.addin.storage import OnDuplicate, QueryModel, StoredInstanceInfo, StoreOutcome
 from pacsd.server.dicom import spool
 from pacsd.server.storage.attributes import InstanceRecord, UnreadableInstance, read_instance
-from pacsd.server.storage.blobs import BlobStore, fsync_dir
+from pacsd.server.storage.blobs import BlobStore, Placed, fsync_dir
 from pacsd.server.storage.group_commit import GroupCommitter
 from pacsd.server.storage.index.repository import Index, StoredInstance
 from pacsd.server.storage.journal import (
@@ -183,10 +183,10 @@ class Archive:
         if epoch is None:
             whole = None
         try:
+            fd = spooled.fileno() if spooled is not None else None
             if whole is not None:
-                placed = self.blobs.place(tmp, uid)
+                placed = self.blobs.place(tmp, uid, fd=fd)
             else:
-                fd = spooled.fileno() if spooled is not None else None
                 placed = self.blobs.commit(tmp, uid, fd=fd)
         except OSError as exc:
             log.error("C-STORE of %s: cannot store: %s", uid, exc)
@@ -208,10 +208,8 @@ class Archive:
             self.committer.add(record)
         except Exception as exc:
             log.error("C-STORE of %s: index commit failed: %s", uid, exc)
-            if kept is None:
-                self.blobs.delete(final)
-            else:  # the row still describes the version stored before: its file too
-                self._put_back(uid, kept, final)
+            # The row still describes the version stored before: its file too.
+            self._take_back(uid, placed)
             if journalled:
                 self._retire_records()
             return StoreOutcome(Status.OUT_OF_RESOURCES, "index unavailable")
@@ -227,7 +225,7 @@ class Archive:
                     self.index.db.flush()
             except OSError as exc:
                 log.error("C-STORE of %s: cannot make it durable: %s", uid, exc)
-                self._withdraw(uid, final, kept)
+                self._withdraw(uid, placed)
                 return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
         self.blobs.forget(kept)
         if self._on_stored is not None:
@@ -274,20 +272,21 @@ class Archive:
         except OSError as exc:
             log.error("store journal checkpoint after a failed C-STORE failed: %s", exc)
 
-    def _withdraw(self, uid: str, final: Path, kept: Path | None = None) -> None:
-        """Take back a stored instance whose answer is a failure (best effort): with
-        ``kept``, the version stored before comes back, file and row."""
-        if kept is not None and self._put_back(uid, kept, final):
+    def _withdraw(self, uid: str, placed: Placed) -> None:
+        """Take back a stored instance whose answer is a failure (best effort): the
+        version stored before comes back, file and row, or the instance goes if there
+        was none; a version another store put there since stays, and is indexed."""
+        outcome = self._take_back(uid, placed)
+        if outcome in ("back", "replaced"):
             try:
-                self.committer.add(self._row(final))
+                self.committer.add(self._row(placed.final))
             except Exception as exc:
-                log.error("C-STORE of %s: cannot index the version put back: %s", uid, exc)
+                log.error("C-STORE of %s: cannot index the version in place: %s", uid, exc)
         else:
             try:
                 self.index.remove_instances([uid])
             except Exception as exc:
                 log.error("C-STORE of %s: cannot remove its row: %s", uid, exc)
-            self.blobs.delete(final)
         self._retire_records()
 
     def _row(self, path: Path) -> InstanceRecord:
@@ -297,17 +296,13 @@ class Archive:
         record.path, record.node = str(path), self.node
         return record
 
-    def _put_back(self, uid: str, kept: Path | None, final: Path) -> bool:
-        """Restore the version a failed store had replaced (``BlobStore._move_in``);
-        whether there was one and it is back (logged if it could not be)."""
-        if kept is None:
-            return False
+    def _take_back(self, uid: str, placed: Placed) -> str | None:
+        """``BlobStore.take_back`` for a failed store; None (logged) if it failed."""
         try:
-            self.blobs.put_back(kept, final)
+            return self.blobs.take_back(placed)
         except OSError as exc:
-            log.error("C-STORE of %s: cannot put the stored version back: %s", uid, exc)
-            return False
-        return True
+            log.error("C-STORE of %s: cannot take its file back: %s", uid, exc)
+            return None
 
     # -- query and retrieve ---------------------------------------------------------
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,29 +101,29 @@ class BlobStore:
         if new_bucket:
             fsync_dir(self.root)
             self._buckets.add(name)
-        placed = self._move_in(tmp_path, final)
+        placed = self._move_in(tmp_path, final, fd)
         try:
             fsync_dir(bucket)
         except OSError:
-            if placed.kept is not None:  # the caller fails: the old version stays
-                with suppress(OSError):
-                    self.put_back(placed.kept, final)
+            with suppress(OSError):  # the caller fails: the old version (or none) stays
+                self.take_back(placed)
             raise
         return placed
 
-    def place(self, tmp_path: Path, sop_instance_uid: str) -> Placed:
+    def place(self, tmp_path: Path, sop_instance_uid: str, fd: int | None = None) -> Placed:
         """Rename a complete temporary file to its final name, with no fsync.
 
         Only for a file whose bytes the store journal holds (journal.py): a crash of the
         operating system before the next checkpoint may lose the file or its name, and
-        the replay then writes it again from the journal.
+        the replay then writes it again from the journal. ``fd``: a descriptor of the
+        file the caller still holds open (it identifies the file, see ``take_back``).
         """
         name, final = self._locate(sop_instance_uid)
         if name not in self._buckets:
             self._bucket_paths[name].mkdir(exist_ok=True)
-        return self._move_in(tmp_path, final)
+        return self._move_in(tmp_path, final, fd)
 
-    def _move_in(self, tmp_path: Path, final: Path) -> Placed:
+    def _move_in(self, tmp_path: Path, final: Path, fd: int | None = None) -> Placed:
         """Rename a file to its final name; a version already there keeps a second
         name in ``tmp`` (``Placed.kept``).
 
@@ -134,20 +135,61 @@ class BlobStore:
         is told not to replace (``renameat2``), and only when it finds a file does the
         old one get its second name before the plain rename.
         """
+        st = os.fstat(fd) if fd is not None else os.stat(tmp_path)
+        ident = (st.st_dev, st.st_ino)
         if _rename_noreplace(tmp_path, final):
-            return Placed(final, None)
-        kept = self._temp_name("prev")
+            return Placed(final, None, ident)
+        with self._guard(final):  # not while a failed store takes its own file back
+            kept = self._temp_name("prev")
+            try:
+                os.link(final, kept)
+            except FileNotFoundError:  # deleted meanwhile: nothing to keep
+                os.rename(tmp_path, final)
+                return Placed(final, None, ident)
+            try:
+                os.rename(tmp_path, final)
+            except BaseException:
+                kept.unlink(missing_ok=True)
+                raise
+        return Placed(final, kept, ident)
+
+    @contextmanager
+    def _guard(self, final: Path) -> Iterator[None]:
+        """Serialise replacing ``final`` with taking a file back from it, between the
+        threads and the processes of this store (``flock`` on the bucket folder, taken
+        only when a file is replaced or taken back, never by a new instance)."""
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.link(final, kept)
-        except FileNotFoundError:  # deleted meanwhile: nothing to keep
-            os.rename(tmp_path, final)
-            return Placed(final, None)
-        try:
-            os.rename(tmp_path, final)
-        except BaseException:
-            kept.unlink(missing_ok=True)
-            raise
-        return Placed(final, kept)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # (releases the lock)
+
+    def take_back(self, placed: Placed) -> str:
+        """Undo ``place``/``commit`` for a store that failed, durably: the version it
+        replaced (``kept``) comes back under the final name, or the name goes if there
+        was none. Only while that name still holds this store's own file: another store
+        of the same instance (another association or worker) may have replaced it since,
+        and that version, the one its peer was told was stored, stays.
+
+        Returns ``"back"`` (the kept version is back), ``"removed"`` (there was none:
+        nothing is under the name now) or ``"replaced"`` (another store's file is there).
+        """
+        with self._guard(placed.final):
+            try:
+                st = os.lstat(placed.final)
+                ours = (st.st_dev, st.st_ino) == placed.ident
+            except FileNotFoundError:
+                ours = False
+            if not ours:
+                self.forget(placed.kept)
+                return "replaced"
+            if placed.kept is None:
+                placed.final.unlink()
+                fsync_dir(placed.final.parent)
+                return "removed"
+            self.put_back(placed.kept, placed.final)
+            return "back"
 
     def _temp_name(self, kind: str) -> Path:
         """A new name in ``tmp``; ``.part``, so that ``clean_tmp`` removes a leftover."""
@@ -228,6 +270,8 @@ class Placed:
 
     final: Path
     kept: Path | None
+    #: The placed file itself, (st_dev, st_ino): what ``take_back`` may take back.
+    ident: tuple[int, int]
 
 
 _AT_FDCWD = -100
