@@ -135,23 +135,24 @@ class BlobStore:
         is told not to replace (``renameat2``), and only when it finds a file does the
         old one get its second name before the plain rename.
         """
-        st = os.fstat(fd) if fd is not None else os.stat(tmp_path)
-        ident = (st.st_dev, st.st_ino)
+        # The caller's descriptor identifies the file later, if ever needed (``take_back``);
+        # without one, its identity is read now, while the temporary name still holds it.
+        source: int | tuple[int, int] = fd if fd is not None else _ident(os.stat(tmp_path))
         if _rename_noreplace(tmp_path, final):
-            return Placed(final, None, ident)
+            return Placed(final, None, source)
         with self._guard(final):  # not while a failed store takes its own file back
             kept = self._temp_name("prev")
             try:
                 os.link(final, kept)
             except FileNotFoundError:  # deleted meanwhile: nothing to keep
                 os.rename(tmp_path, final)
-                return Placed(final, None, ident)
+                return Placed(final, None, source)
             try:
                 os.rename(tmp_path, final)
             except BaseException:
                 kept.unlink(missing_ok=True)
                 raise
-        return Placed(final, kept, ident)
+        return Placed(final, kept, source)
 
     @contextmanager
     def _guard(self, final: Path) -> Iterator[None]:
@@ -177,8 +178,7 @@ class BlobStore:
         """
         with self._guard(placed.final):
             try:
-                st = os.lstat(placed.final)
-                ours = (st.st_dev, st.st_ino) == placed.ident
+                ours = _ident(os.lstat(placed.final)) == placed.ident()
             except FileNotFoundError:
                 ours = False
             if not ours:
@@ -270,8 +270,19 @@ class Placed:
 
     final: Path
     kept: Path | None
-    #: The placed file itself, (st_dev, st_ino): what ``take_back`` may take back.
-    ident: tuple[int, int]
+    #: The placed file itself, for ``take_back``: the descriptor the caller still holds
+    #: open until the store is over, or (st_dev, st_ino) when it gave none.
+    source: int | tuple[int, int]
+
+    def ident(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the placed file."""
+        if isinstance(self.source, tuple):
+            return self.source
+        return _ident(os.fstat(self.source))
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 _AT_FDCWD = -100
