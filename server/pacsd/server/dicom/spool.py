@@ -17,6 +17,7 @@ reason), which answers it with a failure; the association goes on.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -104,21 +105,36 @@ def file_meta_bytes(
 ) -> bytes:
     """Preamble, ``DICM`` and File Meta Information (PS3.10 7.1), Explicit VR LE.
 
-    Encoded by hand: building it with pydicom cost 0.6 ms per instance.
+    Encoded by hand: building it with pydicom cost 0.6 ms per instance. Only the SOP
+    Instance UID changes from one instance of an association to the next: the elements
+    around it are encoded once per class, syntax and sender.
     """
-    body = b"".join(
+    before, after = _meta_around(sop_class_uid, transfer_syntax, source_ae)
+    instance = _element(0x0002, 0x0003, b"UI", _ui(sop_instance_uid))
+    length = len(before) + len(instance) + len(after)
+    group_length = _GROUP_LENGTH.pack(2, 0, b"UL", 4, length)
+    return b"".join((_PREAMBLE, group_length, before, instance, after))
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_GROUP_LENGTH = struct.Struct("<HH2sHI")
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_around(sop_class_uid: str, transfer_syntax: str, source_ae: str) -> tuple[bytes, bytes]:
+    """The File Meta elements before and after the SOP Instance UID."""
+    before = _element(0x0002, 0x0001, b"OB", b"\x00\x01") + _element(
+        0x0002, 0x0002, b"UI", _ui(sop_class_uid)
+    )
+    after = b"".join(
         (
-            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
-            _element(0x0002, 0x0002, b"UI", _ui(sop_class_uid)),
-            _element(0x0002, 0x0003, b"UI", _ui(sop_instance_uid)),
             _element(0x0002, 0x0010, b"UI", _ui(transfer_syntax)),
             _element(0x0002, 0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
             _element(0x0002, 0x0013, b"SH", _text(IMPLEMENTATION_VERSION)),
             *((_element(0x0002, 0x0016, b"AE", _text(source_ae)),) if source_ae.strip() else ()),
         )
     )
-    group_length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
-    return b"\x00" * 128 + b"DICM" + group_length + body
+    return before, after
 
 
 def _valid_uid(raw: bytes | None) -> str | None:

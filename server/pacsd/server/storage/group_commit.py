@@ -29,12 +29,45 @@ class CommitterClosed(RuntimeError):
     """The archive is closing: no more index writes."""
 
 
+class _Waiter:
+    """What ``add`` waits on: the part of a Future it needs. A thread that leads commits
+    its own record and never waits, so only the others get an Event (a Future made a
+    Condition and its lock for every C-STORE)."""
+
+    __slots__ = ("_done", "_error", "_event")
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+        self._done = False
+        self._event: threading.Event | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, _: None) -> None:
+        self._done = True
+        if self._event is not None:
+            self._event.set()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._error = exc
+        self.set_result(None)
+
+    def result(self, timeout: float) -> None:
+        if not self._done:
+            assert self._event is not None  # given under the lock to any non-leader
+            if not self._event.wait(timeout):
+                raise TimeoutError("the index commit did not finish in time")
+        if self._error is not None:
+            raise self._error
+
+
 class GroupCommitter:
     def __init__(self, commit: Callable[[Sequence[InstanceRecord]], None], max_batch: int = 512):
         self._commit = commit
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._pending: list[tuple[InstanceRecord, Future[None]]] = []
+        self._pending: list[tuple[InstanceRecord, Future[None] | _Waiter]] = []
         self._leading = False
         self._closed = False
         #: Set while no commit runs (close() waits for it).
@@ -61,7 +94,20 @@ class GroupCommitter:
 
     def add(self, record: InstanceRecord, timeout: float = 60.0) -> None:
         """Submit and wait until the record is committed (raises what the commit raised)."""
-        self.submit(record).result(timeout)
+        waiter = _Waiter()
+        with self._lock:
+            if self._closed:
+                raise CommitterClosed("the index is closing")
+            self._pending.append((record, waiter))
+            lead = not self._leading
+            if lead:
+                self._leading = True
+                self._idle.clear()
+            else:  # before the leader can take the record: it sets this when done
+                waiter._event = threading.Event()
+        if lead:
+            self._lead()
+        waiter.result(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Refuse new records and wait for the running commit to finish."""
@@ -92,7 +138,7 @@ class GroupCommitter:
                     future.set_exception(exc)
                 raise
 
-    def _commit_batch(self, batch: list[tuple[InstanceRecord, Future[None]]]) -> None:
+    def _commit_batch(self, batch: list[tuple[InstanceRecord, Future[None] | _Waiter]]) -> None:
         try:
             self._commit([record for record, _ in batch])
         except Exception as exc:
