@@ -509,7 +509,7 @@ def test_invalid_identifiers_answer_a900(
     found = findscu(server, tmp_path, model, keys)
     assert found.status == 0xA900
     assert found.responses == []
-    assert "C-FIND from FINDSCU refused with 0xA900" in server.log()
+    server.wait_for_log("C-FIND from FINDSCU refused with 0xA900")
 
 
 def test_latin1_query_matches_and_the_answer_is_utf8(server: RunningServer, tmp_path: Path) -> None:
@@ -565,7 +565,7 @@ def test_result_cap_from_configuration_and_runtime_settings(
     }
     capped = findscu(server, tmp_path, "-S", keys)
     assert (len(capped.responses), capped.status) == (CONFIGURED_CAP, 0xA700)
-    assert "more than max_results=100" in server.log()
+    server.wait_for_log("more than max_results=100")
     try:
         changed = run_pacsctl(
             server.endpoint, "addin", "settings", "query_retrieve", "--set", "max_results=5"
@@ -716,7 +716,7 @@ def test_retrieve_without_its_unique_key_is_a900(server: RunningServer, tmp_path
     )
     assert got.status == 0xA900, got.output
     assert list(out.iterdir()) == []
-    assert "C-GET from GETSCU refused with 0xA900" in server.log()
+    server.wait_for_log("C-GET from GETSCU refused with 0xA900")
 
 
 @pytest.mark.parametrize(

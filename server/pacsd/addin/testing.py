@@ -49,6 +49,19 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it holds ``text``. A line an engine process writes reaches the
+        log through the supervisor, a moment after the DIMSE answer it describes: a
+        test that reads the log as soon as its peer has the answer can miss it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if text in log:
+                return log
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{text!r} not logged within {timeout}s:\n{log[-2000:]}")
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
