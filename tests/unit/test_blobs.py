@@ -158,3 +158,36 @@ def test_replacing_a_file_waits_while_another_store_takes_one_back(tmp_path: Pat
         assert placed.final.read_bytes() == b"first"
     replacing.join(10)
     assert not replacing.is_alive() and placed.final.read_bytes() == b"second"
+
+
+@pytest.mark.parametrize("before", [None, b"old"], ids=["new", "overwrite"])
+def test_a_commit_whose_folder_cannot_be_flushed_leaves_what_was_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: bytes | None
+) -> None:
+    """The caller answers a failure: a new instance's file must not stay under its
+    final name without a row (startup's reconcile would index it), and an overwrite's
+    old version comes back."""
+    store = BlobStore(tmp_path)
+    uid = "1.2.826.0.1.3680043.9.99.9"
+    final = store.path_for(uid)
+    if before is not None:
+        old = store.tmp / "old.part"
+        old.write_bytes(before)
+        store.commit(old, uid)
+    bucket, real = final.parent, blobs.fsync_dir
+
+    def fails_once_for_the_bucket(path: Path) -> None:
+        if path == bucket and not failed:
+            failed.append(path)
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    failed: list[Path] = []
+    monkeypatch.setattr(blobs, "fsync_dir", fails_once_for_the_bucket)
+    new = store.tmp / "new.part"
+    new.write_bytes(b"new")
+    with pytest.raises(OSError):
+        store.commit(new, uid)
+    assert failed == [bucket]
+    assert (final.read_bytes() if final.exists() else None) == before
+    assert list(store.tmp.iterdir()) == [], "a name was left in tmp/"
