@@ -41,6 +41,10 @@ class _Waiter:
         self._done = False
         self._event: threading.Event | None = None
 
+    def follow(self) -> None:
+        """This thread will wait for another's commit: it needs an Event to wait on."""
+        self._event = threading.Event()
+
     def done(self) -> bool:
         return self._done
 
@@ -80,34 +84,36 @@ class GroupCommitter:
     def submit(self, record: InstanceRecord) -> Future[None]:
         """Queue a record; commits now (on this thread) unless a commit is running."""
         future: Future[None] = Future()
-        with self._lock:
-            if self._closed:
-                raise CommitterClosed("the index is closing")
-            self._pending.append((record, future))
-            lead = not self._leading
-            if lead:
-                self._leading = True
-                self._idle.clear()
-        if lead:
-            self._lead()
+        self._queue(record, future)
         return future
 
     def add(self, record: InstanceRecord, timeout: float = 60.0) -> None:
         """Submit and wait until the record is committed (raises what the commit raised)."""
         waiter = _Waiter()
+        self._queue(record, waiter, waiter.follow)
+        waiter.result(timeout)
+
+    def _queue(
+        self,
+        record: InstanceRecord,
+        settle: Future[None] | _Waiter,
+        follow: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``record``, then lead (commit on this thread) unless a commit is running;
+        ``follow`` runs under the lock when another thread leads, before it can take the
+        record."""
         with self._lock:
             if self._closed:
                 raise CommitterClosed("the index is closing")
-            self._pending.append((record, waiter))
+            self._pending.append((record, settle))
             lead = not self._leading
             if lead:
                 self._leading = True
                 self._idle.clear()
-            else:  # before the leader can take the record: it sets this when done
-                waiter._event = threading.Event()
+            elif follow is not None:
+                follow()
         if lead:
             self._lead()
-        waiter.result(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Refuse new records and wait for the running commit to finish."""
