@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Memory benchmark: the server's peak RSS while it receives one very large instance.
+"""Memory benchmark: the server's peak RSS while it receives one very large instance,
+and while it sends it back.
 
 DCMTK ``storescu`` (``TCP_NODELAY=1``) sends one instance of ``--size-mb`` megabytes
 (default 1024: a 2048-frame 512x512 16-bit multi-frame CT, Explicit VR Little Endian) to
@@ -10,15 +11,22 @@ each target, started fresh, one after the other:
 * ``storescp`` -- DCMTK ``storescp``, started as in ``ingest.py`` (the peer: a C++ SCP,
   which assembles the dataset in memory before writing it);
 * ``plain``    -- a plain pynetdicom SCP that writes ``event.encoded_dataset()`` (holds the
-  whole dataset in memory, as pynetdicom does by default).
+  whole dataset in memory, as pynetdicom does by default);
+* ``orthanc``  -- Orthanc, started as in ``ingest.py`` (C-GET allowed).
 
 For each: the process's resident set before the send (``VmRSS``), its peak over the whole
 run (``VmHWM``, from ``/proc/PID/status``), the growth (peak - before), the seconds the
 send took, and that the instance arrived whole (size of what the server wrote). Ratios:
-pacsd's growth over storescp's and over the plain SCP's. The issue's target is a pacsd
-peak under 200 MB.
+pacsd's growth over storescp's, the plain SCP's and Orthanc's. The issue's target is a
+pacsd peak under 200 MB.
 
-    python bench/memory.py [--size-mb N] [--targets pacsd,storescp,plain] [--json FILE]
+The servers that serve retrieves (pacsd, Orthanc) then send the instance back: DCMTK
+``getscu`` fetches it with a C-GET. Their peak is started again first (``clear_refs``,
+see proc(5)), so the figure is the send's own: peak, growth over the RSS before the
+C-GET, seconds, and that getscu got it whole. Ratio: pacsd's growth over Orthanc's.
+
+    python bench/memory.py [--size-mb N] [--targets pacsd,storescp,plain,orthanc]
+                           [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest  # the sibling benchmark: tools, server starters, storescu runner
 
-TARGETS = ("pacsd", "storescp", "plain")
+TARGETS = ("pacsd", "storescp", "plain", "orthanc")
+#: The targets that serve C-GET: their memory is measured while they send it back.
+RETRIEVERS = ("pacsd", "orthanc")
 FRAME = 512 * 512 * 2
 MIB = 1024 * 1024
 
@@ -88,12 +99,17 @@ def biggest_file(folder: Path) -> int:
     return max(sizes, default=0)
 
 
-def measure(tools: ingest.Tools, target: str, instance: Path, work: Path) -> dict[str, Any]:
+def measure(
+    tools: ingest.Tools, getscu: str, target: str, instance: Path, work: Path
+) -> dict[str, Any]:
     mdir = Path(tempfile.mkdtemp(prefix=f"mem-{target}-", dir=work))
+    got: dict[str, Any] | None = None
     try:
         if target == "pacsd":
             # One engine process: the figure is the RSS of the process that receives.
             server = ingest.start_pacsd(tools, mdir, [], workers=1)
+        elif target == "orthanc":
+            server = ingest.start_orthanc(tools, mdir, ['"DicomAlwaysAllowGet": true'])
         else:
             server = ingest.STARTERS[target](tools, mdir, [])
         try:
@@ -101,12 +117,14 @@ def measure(tools: ingest.Tools, target: str, instance: Path, work: Path) -> dic
             before = status_kb(server.proc.pid, "VmRSS")
             seconds = ingest.run_storescu(tools, server, [[instance]], True, 1800, mdir)
             peak = status_kb(server.proc.pid, "VmHWM")
+            # pacsd stores under DATA_DIR/blobs; the others write into their output folder.
+            received = biggest_file(server.out_dir)
+            if target in RETRIEVERS:
+                got = measure_get(getscu, server, mdir / "got")
             server.check_alive()
             server.stop()
         finally:
             server.kill()
-        # pacsd stores under DATA_DIR/blobs; the others write into their output folder.
-        received = biggest_file(server.out_dir)
     finally:
         shutil.rmtree(mdir, ignore_errors=True)
         os.sync()
@@ -117,6 +135,45 @@ def measure(tools: ingest.Tools, target: str, instance: Path, work: Path) -> dic
         "growth_mb": round((peak - before) / 1024, 1),
         "seconds": round(seconds, 2),
         "received_bytes": received,
+        "get": got,
+    }
+
+
+def measure_get(getscu: str, server: ingest.Server, out: Path) -> dict[str, Any]:
+    """C-GET the instance back with getscu; the server's peak during it."""
+    out.mkdir()
+    Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")  # peak := RSS now
+    before = status_kb(server.proc.pid, "VmHWM")
+    started = time.perf_counter()
+    run = subprocess.run(
+        [
+            getscu,
+            "-aec",
+            server.ae_title,
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=MEMBENCH",
+            "127.0.0.1",
+            str(server.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        raise ingest.BenchError(f"getscu from {server.target} failed:\n{run.stderr[-2000:]}")
+    peak = status_kb(server.proc.pid, "VmHWM")
+    return {
+        "rss_before_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "growth_mb": round((peak - before) / 1024, 1),
+        "seconds": round(seconds, 2),
+        "received_bytes": biggest_file(out),
     }
 
 
@@ -131,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if not targets or set(targets) - set(TARGETS):
         parser.error(f"--targets: choose from {','.join(TARGETS)}")
     try:
-        tools = ingest.find_tools(None, with_orthanc=False)
+        tools = ingest.find_tools(None, with_orthanc="orthanc" in targets)
+        getscu = ingest._dcmtk("getscu")[0]
     except ingest.BenchError as exc:
         print(f"memory.py: error: {exc}", file=sys.stderr)
         return 1
@@ -145,11 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for target in targets:
             print(f"sending it to {target}", file=sys.stderr)
-            result = measure(tools, target, instance, work)
+            result = measure(tools, getscu, target, instance, work)
             # pacsd and storescp keep the file as sent; the plain SCP drops the file meta.
             if result["received_bytes"] < size - 4096:
                 raise ingest.BenchError(
                     f"{target} wrote {result['received_bytes']} bytes of a {size}-byte instance"
+                )
+            got = result["get"]
+            if got is not None and got["received_bytes"] < size - 4096:
+                raise ingest.BenchError(
+                    f"getscu got {got['received_bytes']} bytes of a {size}-byte instance "
+                    f"from {target}"
                 )
             results.append(result)
     except ingest.BenchError as exc:
@@ -166,18 +230,36 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['target']:<10} {r['rss_before_mb']:>8.1f} MB {r['peak_rss_mb']:>6.1f} MB "
             f"{r['growth_mb']:>5.1f} MB {r['seconds']:>7.2f}"
         )
+    getters = [r for r in results if r["get"] is not None]
+    if getters:
+        print(f"sent back: a C-GET by getscu {tools.dcmtk_version}")
+        print(f"{'target':<10} {'RSS before':>11} {'peak RSS':>9} {'growth':>8} {'get s':>7}")
+        for r in getters:
+            g = r["get"]
+            print(
+                f"{r['target']:<10} {g['rss_before_mb']:>8.1f} MB {g['peak_rss_mb']:>6.1f} MB "
+                f"{g['growth_mb']:>5.1f} MB {g['seconds']:>7.2f}"
+            )
     ratios = {}
     pacsd = by_target.get("pacsd")
-    for peer in ("storescp", "plain"):
+    for peer in ("storescp", "plain", "orthanc"):
         if pacsd and peer in by_target and by_target[peer]["growth_mb"] > 0:
             ratios[f"pacsd_growth_over_{peer}"] = round(
                 pacsd["growth_mb"] / by_target[peer]["growth_mb"], 4
             )
+    orthanc = by_target.get("orthanc")
+    if pacsd and orthanc and orthanc["get"]["growth_mb"] > 0:
+        ratios["pacsd_get_growth_over_orthanc"] = round(
+            pacsd["get"]["growth_mb"] / orthanc["get"]["growth_mb"], 4
+        )
     if ratios:
         print("ratio " + " ".join(f"{k}={v}" for k, v in ratios.items()))
     if pacsd:
         verdict = "met" if pacsd["peak_rss_mb"] < 200 else "NOT met"
         print(f"target: pacsd peak RSS under 200 MB: {verdict} ({pacsd['peak_rss_mb']:.1f} MB)")
+        peak = pacsd["get"]["peak_rss_mb"]
+        verdict = "met" if peak < 200 else "NOT met"
+        print(f"target: pacsd peak RSS under 200 MB sending it back: {verdict} ({peak:.1f} MB)")
     if args.json:
         args.json.write_text(
             json.dumps({"size_bytes": size, "results": results, "ratios": ratios}, indent=2)

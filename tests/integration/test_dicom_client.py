@@ -24,6 +24,7 @@ from pacsd.addin.services import (
     UnknownAETitle,
 )
 from pacsd.server.aetitles import SqliteAETitles
+from pacsd.server.dicom import stored_send
 from pacsd.server.dicom.client import PynetdicomClient, reactor_guard_active
 from pacsd.server.storage.database import ServerDatabase
 from pydicom import Dataset, dcmread
@@ -143,6 +144,47 @@ def test_store_file_is_sent_as_stored(
     assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
 
 
+def test_a_stored_file_is_converted_for_a_peer_that_takes_only_another_syntax(
+    client: PynetdicomClient, registry: SqliteAETitles, tmp_path: Path
+) -> None:
+    ds = small_instance("CONVERTED")  # Explicit VR Little Endian
+    path = tmp_path / "explicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with storescp(tmp_path, "+xi") as scp:  # accepts Implicit VR Little Endian only
+        registry.create(AETitleEntry("IMPLICIT", "127.0.0.1", scp.port))
+        result = client.store("IMPLICIT", str(path))
+        assert result.success, result.error
+        stored = dcmread(scp.file_for(ds.SOPInstanceUID))
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert stored.PatientID == "CONVERTED"
+
+
+def test_a_path_given_to_pynetdicom_itself_is_decoded_as_it_documents(tmp_path: Path) -> None:
+    """pacsd turns on pynetdicom's chunked sending for stored files (stored_send.py);
+    an add-in that calls pynetdicom with a path still gets it decoded and converted, as
+    pynetdicom does with that switch off, instead of a ValueError for want of a context
+    in the file's own syntax."""
+    stored_send.install()
+    ds = small_instance("PLAIN-PATH")
+    path = tmp_path / "explicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with storescp(tmp_path, "+xi") as scp:
+        ae = AE(ae_title="ADDIN")
+        ae.add_requested_context(
+            SECONDARY_CAPTURE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        )
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.ae_title)
+        assert assoc.is_established
+        try:
+            status = assoc.send_c_store(str(path))
+        finally:
+            assoc.release()
+        assert status.Status == 0x0000
+        stored = dcmread(scp.file_for(ds.SOPInstanceUID))
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert stored.PatientID == "PLAIN-PATH"
+
+
 def test_store_refuses_a_dataset_without_uids(
     client: PynetdicomClient, store_scp: StoreSCP
 ) -> None:
@@ -174,9 +216,7 @@ def test_echo_to_closed_port_reports_why(
     assert not store.success and "refused" in store.error.lower()
 
 
-def test_unresolvable_host_is_reported(
-    client: PynetdicomClient, registry: SqliteAETitles
-) -> None:
+def test_unresolvable_host_is_reported(client: PynetdicomClient, registry: SqliteAETitles) -> None:
     registry.create(AETitleEntry("NOWHERE", "nonexistent.invalid", 104))  # RFC 2606
     result = client.echo("NOWHERE")
     assert not result.success

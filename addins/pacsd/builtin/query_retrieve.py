@@ -32,13 +32,13 @@ from pacsd.addin import (
     GetRequest,
     MoveRequest,
     Status,
+    StoredDataset,
     dimse,
     sop,
 )
 from pacsd.addin.status import DimseFailure
 from pacsd.addin.storage import QueryModel, StoredInstanceInfo
 from pydantic import Field
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -150,9 +150,10 @@ class QueryRetrieveAddin(Addin):
             yield self._load(instance)
 
     def _load(self, instance: StoredInstanceInfo) -> Dataset:
-        """The stored file as a Dataset; on failure, a stub pynetdicom counts as failed."""
+        """The stored file, sent as it is (read a PDU at a time) or decoded if the peer
+        needs another transfer syntax; on failure, a stub pynetdicom counts as failed."""
         try:
-            return dcmread(instance.path)
+            return StoredDataset.open(instance.path)
         except Exception as exc:
             self.ctx.log.error(
                 "cannot read %s for a retrieve (%s): %s",

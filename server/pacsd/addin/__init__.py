@@ -52,6 +52,7 @@ from pacsd.addin.services import (
 from pacsd.addin.settings import AddinSettings
 from pacsd.addin.status import DimseFailure, Status
 from pacsd.addin.storage import OnDuplicate, QueryModel, Storage, StoredInstanceInfo, StoreOutcome
+from pacsd.addin.stored_dataset import StoredDataset
 
 __all__ = [
     "AETitleConflict",
@@ -90,6 +91,7 @@ __all__ = [
     "StoreOutcome",
     "StoreRequest",
     "StoreResult",
+    "StoredDataset",
     "StoredInstanceInfo",
     "UnknownAETitle",
     "UserIdentity",

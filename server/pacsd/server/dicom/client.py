@@ -60,9 +60,11 @@ from pacsd.addin.services import (
     NEventReportResult,
     StoreResult,
 )
+from pacsd.addin.stored_dataset import StoredDataset
 from pacsd.server.aetitles import normalize_ae_title
+from pacsd.server.dicom import stored_send
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import dcmread, read_file_meta_info
+from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
@@ -71,6 +73,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, build_context, build_role
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 from pynetdicom.transport import AddressInformation, AssociationSocket
@@ -80,6 +83,7 @@ log = logging.getLogger("pacsd.core.dicom.client")
 # pynetdicom's per-PDU/per-message log handlers cost 7-13 % of throughput (same setting
 # as the listener; repeated so a process that only sends is not slower).
 _config.LOG_HANDLER_LEVEL = "none"
+stored_send.install()
 
 _UNCOMPRESSED: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _PENDING = (0xFF00, 0xFF01)
@@ -183,7 +187,8 @@ class _NoDelaySocket(AssociationSocket):
 
 
 class ClientAE(AE):
-    """An AE whose requestor associations get both fixes.
+    """An AE whose requestor associations get both fixes, and an upper layer that
+    holds a sender while enough P-DATA wait (``stored_send.BoundedDUL``).
 
     ``AE._create_socket`` is the one hook pynetdicom calls with the new association
     before it starts any thread, so the DIMSE provider can still be swapped safely.
@@ -200,6 +205,8 @@ class ClientAE(AE):
     ) -> AssociationSocket:
         if self.guard_lost_responses and reactor_guard_active():
             assoc.dimse = _GuardedDIMSE(assoc)
+        if type(assoc.dul) is DULServiceProvider:  # its thread starts after this call
+            assoc.dul.__class__ = stored_send.BoundedDUL
         sock = _NoDelaySocket(assoc, address=address)
         sock.tls_args = tls_args
         return sock
@@ -536,19 +543,12 @@ class _StoreItem:
             contexts.append(build_context(self.sop_class_uid, others))
         return contexts
 
-    def payload_for(self, assoc: Association) -> Dataset | Path:
+    def payload_for(self, assoc: Association) -> Dataset:
         if self.path is None:
             return cast(Dataset, self.dataset)
-        accepted = {
-            cx.transfer_syntax[0]
-            for cx in assoc.accepted_contexts
-            if cx.abstract_syntax == self.sop_class_uid
-        }
-        if self.transfer_syntax in accepted:
-            return self.path  # sent as stored, never decoded
-        # The peer wants another (uncompressed) encoding: decode and let pynetdicom
-        # re-encode it.
-        return dcmread(self.path)
+        # Sent from the file as stored if the peer accepted its syntax; decoded and
+        # re-encoded by pynetdicom if it wants another (stored_send.py).
+        return StoredDataset.open(self.path)
 
 
 # -- helpers ---------------------------------------------------------------------------

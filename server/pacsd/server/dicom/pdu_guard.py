@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import pydicom
 import pynetdicom
-from pacsd.server.dicom import pdata, reactor
+from pacsd.server.dicom import pdata, reactor, stored_send
 from pydicom.errors import BytesLengthException
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -326,8 +326,9 @@ class GuardedDUL(DULServiceProvider):
             idle = False
 
     def send_pdu(self, primitive: Any) -> None:
-        super().send_pdu(primitive)
-        self._pacsd_waiter.wakeup.wake()
+        if stored_send.wait_for_room(self, primitive):
+            super().send_pdu(primitive)
+            self._pacsd_waiter.wakeup.wake()
 
     def kill_dul(self) -> None:
         super().kill_dul()

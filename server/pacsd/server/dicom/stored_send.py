@@ -1,0 +1,104 @@
+"""C-STORE requests that send a stored file as it is, a PDU at a time.
+
+pynetdicom can send a Part 10 file without decoding it: ``send_c_store(path)`` with
+``_config.STORE_SEND_CHUNKED_DATASET`` reads the dataset from the file as each
+P-DATA PDU is written. That only works through a context accepted for the file's own
+transfer syntax, and the switch is process-wide. pacsd turns it on, and wraps
+``Association.send_c_store`` (every association: the C-GET's own, a C-MOVE's
+sub-association, the client's) so that:
+
+* a :class:`~pacsd.addin.stored_dataset.StoredDataset` (what the retrieve handlers
+  yield, and what the client sends for a file) goes out from its file when the peer
+  accepted its syntax, and is decoded (``dcmread``) only when the peer needs another;
+* any other path is decoded first, as pynetdicom does with the switch off, so add-ins
+  that call pynetdicom with a path see its documented behaviour.
+
+Reading the file as it is sent only bounds memory if the reading waits for the
+writing. pynetdicom's DIMSE layer queues every P-DATA for the upper layer's thread and
+goes on reading: with the file in the page cache and a peer slower than the disk, a
+C-MOVE of a 64 MiB instance queued ~40 MB. ``wait_for_room`` holds the sender while
+``MAX_QUEUED`` P-DATA wait (the acceptor's upper layer, ``pdu_guard.GuardedDUL``, and
+the requestor's, ``BoundedDUL``, call it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pacsd.addin.stored_dataset import StoredDataset
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import _config
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
+
+#: P-DATA primitives a sender may queue ahead of the upper layer's thread: enough to
+#: keep that thread writing, few enough that a file read as it is sent never piles up.
+MAX_QUEUED = 16
+
+
+def payload(assoc: Association, dataset: Any) -> Dataset | Path:
+    """What pynetdicom's ``send_c_store`` is given for ``dataset`` on ``assoc``."""
+    if isinstance(dataset, StoredDataset):
+        meta = dataset.file_meta
+        if _accepts(assoc, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
+            return dataset.path
+        return dataset.load()
+    if isinstance(dataset, Dataset):
+        return dataset
+    return dcmread(os.fspath(dataset))
+
+
+def _accepts(assoc: Association, sop_class: str, syntax: str) -> bool:
+    """Whether ``assoc`` may send ``sop_class`` in ``syntax`` unchanged: the exact
+    match of pynetdicom's ``_get_valid_context`` for the SCU role (which logs an error
+    when it finds none; here that only means the file is decoded)."""
+    return any(
+        cx.abstract_syntax == sop_class and cx.as_scu is True and cx.transfer_syntax[0] == syntax
+        for cx in assoc.accepted_contexts
+    )
+
+
+@functools.cache
+def install() -> None:
+    """Wrap ``Association.send_c_store`` (once per process)."""
+    original = Association.send_c_store
+
+    @functools.wraps(original)
+    def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        return original(self, payload(self, dataset), *args, **kwargs)
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+def wait_for_room(dul: DULServiceProvider, primitive: Any) -> bool:
+    """Hold the caller while ``MAX_QUEUED`` P-DATA wait to be written; False when
+    ``primitive`` should be dropped, because the upper layer's thread is gone (the
+    association ended: nothing queued would be written any more).
+
+    The upper layer's own thread never waits (it is the one that drains the queue),
+    nor does anything but P-DATA (A-ABORT, A-RELEASE go at once).
+    """
+    if not isinstance(primitive, P_DATA) or threading.current_thread() is dul:
+        return True
+    queued = dul.to_provider_queue
+    while queued.qsize() >= MAX_QUEUED:
+        if dul._kill_thread or not dul.is_alive():
+            return False
+        time.sleep(0.0002)
+    return True
+
+
+class BoundedDUL(DULServiceProvider):
+    """pynetdicom's upper layer for requestor associations, with ``wait_for_room``."""
+
+    def send_pdu(self, primitive: Any) -> None:
+        if wait_for_room(self, primitive):
+            super().send_pdu(primitive)
