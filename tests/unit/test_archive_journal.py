@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -277,6 +278,53 @@ def test_a_failed_store_keeps_the_version_another_worker_stored_meanwhile(
     assert node.file() == theirs[0], "the other worker's acknowledged version is gone"
     row = other.archive.instance(UID)
     assert row is not None and row.path.read_bytes() == theirs[0]
+    assert not list(node.archive.blobs.tmp.iterdir()), "a second name was left in tmp/"
+
+
+@pytest.mark.parametrize("pixels", [32, 400], ids=["small", "large"])
+@pytest.mark.parametrize("before", ["new", "overwrite"])
+def test_two_overlapping_stores_that_both_fail_leave_what_was_there_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int, before: str
+) -> None:
+    """Two workers store the same instance at once; the first one's index commit fails
+    while the second is still storing, then the second one's fails too. Both peers are
+    told the store failed, so the version from before both (or no instance) must be
+    what stays: the second one used to put back the first one's failed version as its
+    "previous" one."""
+    node = Crashable(tmp_path)
+    other = Crashable(tmp_path)  # another worker on the same data folder
+    older = node.store(_version("OLD", pixels=pixels))[1] if before == "overwrite" else None
+    other_placed, node_failed = threading.Event(), threading.Event()
+    statuses: list[int] = []
+
+    def other_commit_fails_after_node(*_: object, **__: object) -> None:
+        other_placed.set()
+        assert node_failed.wait(10)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(other.archive.committer, "add", other_commit_fails_after_node)
+    second = threading.Thread(
+        target=lambda: statuses.append(other.store(_version("SECOND", pixels=pixels))[0])
+    )
+
+    def node_commit_fails_while_other_stores(*_: object, **__: object) -> None:
+        second.start()
+        assert other_placed.wait(10)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(node.archive.committer, "add", node_commit_fails_while_other_stores)
+    try:
+        assert node.store(_version("FIRST", pixels=pixels))[0] == 0xA700
+    finally:
+        node_failed.set()
+        second.join(10)
+    assert statuses == [0xA700]
+    assert node.file() == older, "the version from before both stores is gone"
+    row = node.archive.instance(UID)
+    if older is None:
+        assert row is None
+    else:
+        assert row is not None and row.path.read_bytes() == older
     assert not list(node.archive.blobs.tmp.iterdir()), "a second name was left in tmp/"
 
 

@@ -140,6 +140,50 @@ def test_a_failed_store_takes_back_only_its_own_file(tmp_path: Path) -> None:
     assert list(store.tmp.iterdir()) == [], "a second name was left behind"
 
 
+def test_stores_that_all_fail_bring_back_the_version_the_first_one_replaced(
+    tmp_path: Path,
+) -> None:
+    """Overwrites of one instance that overlap and all fail, in any order, leave the
+    version that stood before the first of them (or no file, if there was none): a
+    failed store hands the version it replaced to the store that replaced its file.
+    Whichever succeeds stands, and no second name is left behind."""
+    store = BlobStore(tmp_path)
+    orders = [(0, 1, 2), (2, 1, 0), (1, 0, 2), (0, 2, 1), (1, 2, 0), (2, 0, 1)]
+
+    def place(uid: str, data: bytes) -> blobs.Placed:
+        tmp = store.tmp / f"{uid}-{data.decode()}.part"
+        tmp.write_bytes(data)
+        return store.place(tmp, uid)
+
+    def final(uid: str) -> bytes | None:
+        path = store.path_for(uid)
+        return path.read_bytes() if path.exists() else None
+
+    for n, order in enumerate(orders):
+        for before in (b"before", None):
+            uid = f"1.2.3.9.{n}.{int(before is None)}"
+            if before is not None:
+                place(uid, before)
+            placed = [place(uid, data) for data in (b"first", b"second", b"third")]
+            for i in order:
+                store.take_back(placed[i])
+            assert final(uid) == before, (order, before)
+            assert list(store.tmp.iterdir()) == [], "a second name was left behind"
+        # The last one to fail was the only one left: the rest fail, one succeeds.
+        uid = f"1.2.3.9.{n}.2"
+        place(uid, b"before")
+        placed = [place(uid, data) for data in (b"first", b"second", b"third")]
+        survivor = order[-1]
+        for i in order[:-1]:
+            store.take_back(placed[i])
+        store.forget(placed[survivor].kept)
+        assert final(uid) == (b"first", b"second", b"third")[survivor], order
+        leftovers = list(store.tmp.iterdir())
+        # A successor's name that was forgotten before a predecessor handed over to
+        # it cannot happen here (the survivor forgets last); nothing may be left.
+        assert leftovers == [], leftovers
+
+
 def test_replacing_a_file_waits_while_another_store_takes_one_back(tmp_path: Path) -> None:
     """The check "the name still holds my file" and what follows it are one step for
     every thread and process of the store (``flock`` on the bucket folder)."""

@@ -175,6 +175,13 @@ class BlobStore:
 
         Returns ``"back"`` (the kept version is back), ``"removed"`` (there was none:
         nothing is under the name now) or ``"replaced"`` (another store's file is there).
+
+        A store that replaced this one's file and is still running keeps this file as
+        *its* previous version. That store may fail too: what it must then bring back
+        is the version this one replaced, not this failed one. So the version this store
+        kept is handed over under that store's kept name (``rename``), or, if this
+        store replaced nothing, that name is removed, and that store's ``take_back``
+        then removes the instance.
         """
         with self._guard(placed.final):
             try:
@@ -182,14 +189,37 @@ class BlobStore:
             except FileNotFoundError:
                 ours = False
             if not ours:
-                self.forget(placed.kept)
+                self._hand_over(placed)
                 return "replaced"
-            if placed.kept is None:
+            if placed.kept is None or not placed.kept.exists():
                 placed.final.unlink()
                 fsync_dir(placed.final.parent)
                 return "removed"
             self.put_back(placed.kept, placed.final)
             return "back"
+
+    def _hand_over(self, placed: Placed) -> None:
+        """Give the version ``placed`` kept to the running store that keeps ``placed``'s
+        file as its previous version (see ``take_back``; under ``_guard``)."""
+        ident = placed.ident()
+        successor = None
+        for name in self.tmp.glob("prev-*.part"):
+            try:
+                if name != placed.kept and _ident(os.lstat(name)) == ident:
+                    successor = name
+                    break
+            except FileNotFoundError:
+                continue
+        if successor is None:  # that store is done (it stands) or there was none
+            self.forget(placed.kept)
+            return
+        if placed.kept is not None:
+            try:
+                os.rename(placed.kept, successor)
+                return
+            except FileNotFoundError:  # a failed store before this one took it: none
+                pass
+        successor.unlink(missing_ok=True)
 
     def _temp_name(self, kind: str) -> Path:
         """A new name in ``tmp``; ``.part``, so that ``clean_tmp`` removes a leftover."""
