@@ -29,7 +29,7 @@ from pacsd.server.dicom.client import PynetdicomClient, reactor_guard_active
 from pacsd.server.storage.database import ServerDatabase
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, build_context, evt
+from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StorageCommitmentPushModel,
@@ -159,28 +159,38 @@ def test_a_stored_file_is_converted_for_a_peer_that_takes_only_another_syntax(
     assert stored.PatientID == "CONVERTED"
 
 
-def test_a_path_given_to_pynetdicom_itself_is_decoded_as_it_documents(tmp_path: Path) -> None:
-    """pacsd turns on pynetdicom's chunked sending for stored files (stored_send.py);
-    an add-in that calls pynetdicom with a path still gets it decoded and converted, as
-    pynetdicom does with that switch off, instead of a ValueError for want of a context
-    in the file's own syntax."""
+@pytest.mark.parametrize("chunked", [False, True], ids=["switch-off", "switch-on"])
+def test_pynetdicom_s_own_switch_still_decides_for_a_path(tmp_path: Path, chunked: bool) -> None:
+    """pacsd sends stored files chunked (stored_send.py) without touching pynetdicom's
+    ``STORE_SEND_CHUNKED_DATASET``: a path given to pynetdicom itself is decoded and
+    converted with the switch off, and with it on is sent only as it is (pynetdicom
+    refuses a peer that takes only another syntax)."""
     stored_send.install()
     ds = small_instance("PLAIN-PATH")
     path = tmp_path / "explicit.dcm"
     ds.save_as(path, enforce_file_format=True)
-    with storescp(tmp_path, "+xi") as scp:
-        ae = AE(ae_title="ADDIN")
-        ae.add_requested_context(
-            SECONDARY_CAPTURE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        )
-        assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.ae_title)
-        assert assoc.is_established
-        try:
-            status = assoc.send_c_store(str(path))
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000
-        stored = dcmread(scp.file_for(ds.SOPInstanceUID))
+    before = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = chunked
+    try:
+        with storescp(tmp_path, "+xi") as scp:  # accepts Implicit VR Little Endian only
+            ae = AE(ae_title="ADDIN")
+            ae.add_requested_context(
+                SECONDARY_CAPTURE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+            )
+            assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.ae_title)
+            assert assoc.is_established
+            try:
+                if chunked:
+                    with pytest.raises(ValueError, match="No presentation context"):
+                        assoc.send_c_store(str(path))
+                    return
+                status = assoc.send_c_store(str(path))
+            finally:
+                assoc.release()
+            assert status.Status == 0x0000
+            stored = dcmread(scp.file_for(ds.SOPInstanceUID))
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = before
     assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     assert stored.PatientID == "PLAIN-PATH"
 

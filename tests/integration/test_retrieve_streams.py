@@ -27,6 +27,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelGet,
 )
@@ -232,3 +233,91 @@ def test_a_peer_that_takes_only_implicit_vr_gets_it_converted(
     original = dcmread(big)
     assert ds.SOPInstanceUID == original.SOPInstanceUID
     assert ds.PixelData == original.PixelData
+
+
+@pytest.fixture(scope="module")
+def small(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~2 kB instance of patient PDUSIZES, stored in ``server``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
+    ds.PatientID, ds.PatientName = "PDUSIZES", "Pdu^Sizes"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "CT"
+    ds.Rows = ds.Columns = 32
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(range(256)) * 8
+    path = tmp_path_factory.mktemp("small") / "small.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    sent = _run(
+        [dcmtk("storescu"), "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path)]
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    return path
+
+
+@pytest.mark.parametrize(
+    "fit", ["exactly-one", "one-byte-over", "exactly-two", "many", "unlimited"]
+)
+def test_the_stored_file_goes_in_pdus_the_peer_can_take(
+    server: RunningServer, small: Path, fit: str
+) -> None:
+    """pacsd writes a stored data set's PDUs itself (``send_path.send_file``): each
+    within the peer's maximum PDU length, the last fragment flagged, the bytes as
+    stored, whatever the length's relation to the maximum."""
+    data = dataset_bytes(small)
+    size = len(data)
+    max_pdu = {
+        "exactly-one": size + 6,
+        "one-byte-over": size + 5,
+        "exactly-two": size // 2 + 6,
+        "many": 512,
+        "unlimited": 0,
+    }[fit]
+    received: list[bytes] = []
+    lengths: list[int] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.request.DataSet.getvalue())
+        return 0x0000
+
+    def on_pdu(event: evt.Event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            lengths.append(event.pdu.pdu_length)
+
+    ae = AE(ae_title="PDUSIZES")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CT, [ExplicitVRLittleEndian])
+    assoc = ae.associate(
+        "127.0.0.1",
+        server.dicom_port,
+        ae_title=server.ae_title,
+        max_pdu=max_pdu,
+        ext_neg=[build_role(CT, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_PDU_RECV, on_pdu)],
+    )
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "PATIENT"
+        query.PatientID = "PDUSIZES"
+        responses = list(assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    assert responses[-1][0].Status == 0x0000
+    assert received == [data]
+    if max_pdu:
+        assert max(lengths) <= max_pdu
+    expected = {"exactly-one": 1, "one-byte-over": 2, "exactly-two": 2}.get(fit)
+    if expected is not None:  # the data set's own PDUs, beside the command and responses
+        assert len(lengths) - _non_data_pdus(len(responses)) == expected, lengths
+
+
+def _non_data_pdus(responses: int) -> int:
+    """P-DATA-TF PDUs of a one-instance C-GET that carry no data set fragment: the
+    C-STORE-RQ's command, then each C-GET-RSP (the pending one carries no identifier)."""
+    return 1 + responses

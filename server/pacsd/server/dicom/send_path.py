@@ -21,10 +21,13 @@ watcher or a hook wants it.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
-from collections.abc import Callable, Iterator
+import struct
+from collections.abc import Callable, Generator, Iterator
 from io import BytesIO
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 from pacsd.server.dicom.dimse_encode import (
     EncodedCommand,
@@ -305,12 +308,66 @@ def _send_as_pynetdicom(
     evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": msg})
     sock = provider.dul.socket
     report = bool(assoc.get_handlers(evt.EVT_PDU_SENT))
-    for pdata in msg.encode_msg(context_id, max_pdu):
+    # A data set pynetdicom would read from a stored file (stored_send.py) is written
+    # from the file here, many PDUs per write, once the command set has gone.
+    stored = msg._data_set_path
+    if report or not isinstance(stored, tuple):
+        stored = None
+    fragments = cast(Generator[P_DATA, None, None], msg.encode_msg(context_id, max_pdu))
+    for pdata in fragments:
+        if stored is not None and not pdata.presentation_data_value_list[0][1][0] & 1:
+            fragments.close()  # its first data set fragment: not sent, the file closed
+            send_file(sock, context_id, stored[0], stored[1], max_pdu)
+            return
         pdu = P_DATA_TF()
         pdu.from_primitive(pdata)
         sock.send(pdu.encode())  # type: ignore[union-attr]
         if report:
             evt.trigger(assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+
+
+#: Bytes of a stored file read and written at once by ``send_file``.
+_FILE_CHUNK = 256 * 1024
+#: A P-DATA-TF's header and its one PDV item's (PS3.8 9.3.5): PDU type, reserved, PDU
+#: length, item length, presentation context ID, message control header.
+_PDATA_HEADER = struct.Struct(">BBIIBB")
+
+
+def send_file(sock: Any, context_id: int, path: Path, offset: int, max_pdu: int) -> None:
+    """Write the data set of ``path`` (from ``offset`` to the end) as P-DATA-TF PDUs,
+    fragmented as pynetdicom's ``encode_msg`` does (``max_pdu - 6`` bytes each; any
+    size if the peer set no maximum), several PDUs per ``send``.
+
+    pynetdicom builds a P-DATA primitive, a PDU object and its encoding for every
+    fragment: for a 1 GiB instance to a peer with 16 KiB PDUs (getscu's default) that
+    was 65,000 of each, and pacsd's C-GET ran at 188 MB/s against Orthanc's 245.
+    """
+    piece = max_pdu - 6 if max_pdu > 6 else _FILE_CHUNK
+    per_write = max(1, _FILE_CHUNK // piece)
+    with open(path, "rb", buffering=0) as fh:
+        remaining = os.fstat(fh.fileno()).st_size - offset
+        fh.seek(offset)
+        if remaining <= 0:  # as pynetdicom: one empty last fragment
+            sock.send(_PDATA_HEADER.pack(4, 0, 6, 2, context_id, 2))
+            return
+        while remaining > 0:
+            size = min(piece * per_write, remaining)
+            data = fh.read(size)
+            if len(data) < size:
+                raise OSError(f"{path} ended {remaining - len(data)} bytes early")
+            remaining -= size
+            count = -(-size // piece)
+            out = bytearray(size + 12 * count)
+            view = memoryview(data)
+            at = 0
+            for start in range(0, size, piece):
+                fragment = view[start : start + piece]
+                last = remaining == 0 and start + piece >= size
+                n = len(fragment)
+                _PDATA_HEADER.pack_into(out, at, 4, 0, n + 6, n + 2, context_id, 2 if last else 0)
+                out[at + 12 : at + 12 + n] = fragment
+                at += 12 + n
+            sock.send(out)
 
 
 def _report_pdus(assoc: Any, payload: bytes) -> None:

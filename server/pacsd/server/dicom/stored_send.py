@@ -1,39 +1,37 @@
 """C-STORE requests that send a stored file as it is, a PDU at a time.
 
 pynetdicom can send a Part 10 file without decoding it: ``send_c_store(path)`` with
-``_config.STORE_SEND_CHUNKED_DATASET`` reads the dataset from the file as each
-P-DATA PDU is written. That only works through a context accepted for the file's own
-transfer syntax, and the switch is process-wide. pacsd turns it on, and wraps
-``Association.send_c_store`` (every association: the C-GET's own, a C-MOVE's
-sub-association, the client's) so that:
-
-* a :class:`~pacsd.addin.stored_dataset.StoredDataset` (what the retrieve handlers
-  yield, and what the client sends for a file) goes out from its file when the peer
-  accepted its syntax, and is decoded (``dcmread``) only when the peer needs another;
-* any other path is decoded first, as pynetdicom does with the switch off, so add-ins
-  that call pynetdicom with a path see its documented behaviour.
+``_config.STORE_SEND_CHUNKED_DATASET`` on reads the data set from the file as each
+P-DATA is written. That only works through a context accepted for the file's own
+transfer syntax, and the switch is process-wide: an add-in may set it, or rely on it
+being off. pacsd leaves it alone. It wraps ``Association.send_c_store`` (every
+association: the C-GET's own, a C-MOVE's sub-association, the client's) so that a
+:class:`~pacsd.addin.stored_dataset.StoredDataset` (what the retrieve handlers yield,
+and what the client sends for a file) goes out from its file when the peer accepted
+its syntax, and is decoded (``dcmread``) only when the peer needs another one. For
+that one call, on that thread, pynetdicom's ``association`` module sees the switch on
+(``_Config``); everything else sees pynetdicom's own setting.
 
 Reading the file as it is sent only bounds memory if the reading waits for the
 writing. pynetdicom's DIMSE layer queues every P-DATA for the upper layer's thread and
 goes on reading: with the file in the page cache and a peer slower than the disk, a
 C-MOVE of a 64 MiB instance queued ~40 MB. ``wait_for_room`` holds the sender while
 ``MAX_QUEUED`` P-DATA wait (the acceptor's upper layer, ``pdu_guard.GuardedDUL``, and
-the requestor's, ``BoundedDUL``, call it).
+the requestor's, ``BoundedDUL``, call it). On a plain acceptor connection
+``send_path.send_file`` writes the PDUs itself, from the file.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pacsd.addin.stored_dataset import StoredDataset
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import _config
+from pynetdicom import association as association_module
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
@@ -41,18 +39,6 @@ from pynetdicom.pdu_primitives import P_DATA
 #: P-DATA primitives a sender may queue ahead of the upper layer's thread: enough to
 #: keep that thread writing, few enough that a file read as it is sent never piles up.
 MAX_QUEUED = 16
-
-
-def payload(assoc: Association, dataset: Any) -> Dataset | Path:
-    """What pynetdicom's ``send_c_store`` is given for ``dataset`` on ``assoc``."""
-    if isinstance(dataset, StoredDataset):
-        meta = dataset.file_meta
-        if _accepts(assoc, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
-            return dataset.path
-        return dataset.load()
-    if isinstance(dataset, Dataset):
-        return dataset
-    return dcmread(os.fspath(dataset))
 
 
 def _accepts(assoc: Association, sop_class: str, syntax: str) -> bool:
@@ -65,6 +51,21 @@ def _accepts(assoc: Association, sop_class: str, syntax: str) -> bool:
     )
 
 
+class _Config:
+    """pynetdicom's ``_config`` as its ``association`` module sees it: the same values,
+    except ``STORE_SEND_CHUNKED_DATASET``, on while this thread sends a stored file."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_config, name)
+
+    @property
+    def STORE_SEND_CHUNKED_DATASET(self) -> bool:
+        return bool(getattr(_sending, "stored", False) or _config.STORE_SEND_CHUNKED_DATASET)
+
+
+_sending = threading.local()
+
+
 @functools.cache
 def install() -> None:
     """Wrap ``Association.send_c_store`` (once per process)."""
@@ -72,9 +73,18 @@ def install() -> None:
 
     @functools.wraps(original)
     def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
-        return original(self, payload(self, dataset), *args, **kwargs)
+        if not isinstance(dataset, StoredDataset):
+            return original(self, dataset, *args, **kwargs)
+        meta = dataset.file_meta
+        if not _accepts(self, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
+            return original(self, dataset.load(), *args, **kwargs)
+        _sending.stored = True
+        try:
+            return original(self, dataset.path, *args, **kwargs)
+        finally:
+            _sending.stored = False
 
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    association_module._config = _Config()  # type: ignore[assignment]
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
 
 
