@@ -319,9 +319,7 @@ def test_async_logs(pacsd: PacsdProcess) -> None:
                 paused[0] = not paused[0]
                 await (client.server.pause() if paused[0] else client.server.resume())
 
-            await follower.until(
-                lambda rs: any("PauseServer" in r.message for r in rs), 10, toggle
-            )
+            await follower.until(lambda rs: any("PauseServer" in r.message for r in rs), 10, toggle)
             await follower.stop()
             out["followed"] = follower.items
         return out

@@ -78,8 +78,7 @@ def test_storescu_corpus_is_stored_bit_for_bit(
     files += corpus.series_files(src, 2, patient_id="P2", patient_name="ROE^RICHARD")
     # Past the spool's page-cached head (direct.HEAD), and past its staging buffer.
     files += [
-        corpus.write(corpus.instance(patient_id="P4", pixels=side), src)
-        for side in (300, 1100)
+        corpus.write(corpus.instance(patient_id="P4", pixels=side), src) for side in (300, 1100)
     ]
     jpeg = src / "jpeg.dcm"
     rle = src / "rle.dcm"

@@ -71,9 +71,7 @@ def test_metrics_change_after_traffic(start_pacsd: Any, tmp_path: Path) -> None:
     assert delta("pacsd_stored_instances_total") == 3
     # Each of the three small instances made durable by one store-journal record.
     assert delta("pacsd_store_journal_records_total") == 3
-    assert value(after, "pacsd_store_journal_used_bytes") >= sum(
-        f.stat().st_size for f in files
-    )
+    assert value(after, "pacsd_store_journal_used_bytes") >= sum(f.stat().st_size for f in files)
     assert value(after, "pacsd_store_journal_healthy") == 1
     assert delta("pacsd_store_journal_checkpoints_total") == 0  # none due yet
     # The stored files are the sent ones plus pacsd's own file meta; the received bytes

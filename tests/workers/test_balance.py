@@ -55,9 +55,11 @@ def test_held_associations_are_shared_evenly_by_the_processes(
         while _live_by_worker(channel, prefix) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _live_by_worker(channel, prefix) == {}
-    workers = server_pb2_grpc.ServerServiceStub(channel).GetServer(
-        server_pb2.GetServerRequest(), timeout=10
-    ).server.workers
+    workers = (
+        server_pb2_grpc.ServerServiceStub(channel)
+        .GetServer(server_pb2.GetServerRequest(), timeout=10)
+        .server.workers
+    )
     accepted = {w.index: w.counters.associations_accepted for w in workers}
     assert accepted == {0: ROUNDS * HELD // 2, 1: ROUNDS * HELD // 2}
     assert "Traceback" not in server.stderr()
@@ -144,9 +146,10 @@ def test_only_stream_sockets_are_adopted(tmp_path: Path) -> None:
     balance.create_board(tmp_path, 2)
     second = balance.Balancer(tmp_path, 1, 2)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as odd, socket.socket(
-            socket.AF_UNIX, socket.SOCK_DGRAM
-        ) as sender:
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as odd,
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender,
+        ):
             fds = array.array("i", [odd.fileno()])
             sender.sendmsg(
                 [b"c"],
