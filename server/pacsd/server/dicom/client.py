@@ -62,7 +62,7 @@ from pacsd.addin.services import (
 )
 from pacsd.addin.stored_dataset import StoredDataset
 from pacsd.server.aetitles import normalize_ae_title
-from pacsd.server.dicom import stored_send
+from pacsd.server.dicom import send_path, stored_send
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
@@ -73,7 +73,6 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, build_context, build_role
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 from pynetdicom.transport import AddressInformation, AssociationSocket
@@ -136,7 +135,27 @@ def reactor_guard_active() -> bool:
     return active
 
 
-class _GuardedDIMSE(DIMSEServiceProvider):
+class _ClientDIMSE(DIMSEServiceProvider):
+    """DIMSE provider of pacsd's requestor associations: a stored file goes out from
+    the sending thread, written from the file (``send_path``), not as one queued
+    P-DATA object per fragment for the upper layer's thread.
+
+    A C-MOVE of 256 MiB to storescp (16 KiB PDUs) cost the engine 1.3 s of CPU and
+    2.1 s that way. Written directly, the sender also waits whenever the peer reads
+    slower than the file is read (a blocking ``send``), so nothing piles up in memory.
+    Only messages carrying a file take this path: the others, and any message outside
+    the data-transfer states or on TLS, keep pynetdicom's.
+    """
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        if getattr(primitive, "_dataset_path", None) is not None and send_path.send_message(
+            self, primitive, context_id
+        ):
+            return
+        super().send_msg(primitive, context_id)
+
+
+class _GuardedDIMSE(_ClientDIMSE):
     """DIMSE provider whose queue the reactor cannot drain during a request.
 
     See the module docstring for the race. Only the reactor thread calls ``get_msg``
@@ -187,8 +206,8 @@ class _NoDelaySocket(AssociationSocket):
 
 
 class ClientAE(AE):
-    """An AE whose requestor associations get both fixes, and an upper layer that
-    holds a sender while enough P-DATA wait (``stored_send.BoundedDUL``).
+    """An AE whose requestor associations get both fixes, and stored files sent from
+    the file (``_ClientDIMSE``).
 
     ``AE._create_socket`` is the one hook pynetdicom calls with the new association
     before it starts any thread, so the DIMSE provider can still be swapped safely.
@@ -205,8 +224,8 @@ class ClientAE(AE):
     ) -> AssociationSocket:
         if self.guard_lost_responses and reactor_guard_active():
             assoc.dimse = _GuardedDIMSE(assoc)
-        if type(assoc.dul) is DULServiceProvider:  # its thread starts after this call
-            assoc.dul.__class__ = stored_send.BoundedDUL
+        else:
+            assoc.dimse = _ClientDIMSE(assoc)
         sock = _NoDelaySocket(assoc, address=address)
         sock.tls_args = tls_args
         return sock

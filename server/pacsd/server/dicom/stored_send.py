@@ -13,12 +13,13 @@ that one call, on that thread, pynetdicom's ``association`` module sees the swit
 (``_Config``); everything else sees pynetdicom's own setting.
 
 Reading the file as it is sent only bounds memory if the reading waits for the
-writing. pynetdicom's DIMSE layer queues every P-DATA for the upper layer's thread and
-goes on reading: with the file in the page cache and a peer slower than the disk, a
-C-MOVE of a 64 MiB instance queued ~40 MB. ``wait_for_room`` holds the sender while
-``MAX_QUEUED`` P-DATA wait (the acceptor's upper layer, ``pdu_guard.GuardedDUL``, and
-the requestor's, ``BoundedDUL``, call it). On a plain acceptor connection
-``send_path.send_file`` writes the PDUs itself, from the file.
+writing. On plain connections ``send_path.send_file`` writes the PDUs from the file on
+the sending thread (acceptors: ``engine.PacsdDIMSE``; requestors: ``client.
+_ClientDIMSE``), and a slow peer makes it wait in ``send``. On TLS pynetdicom's DIMSE
+layer queues every P-DATA for the upper layer's thread (the only one that writes an
+``SSLSocket``) and goes on reading: with the file in the page cache and a peer slower
+than the disk, a C-GET of a 64 MiB instance queued all of it. ``wait_for_room`` holds
+the sender while ``MAX_QUEUED`` P-DATA wait (``pdu_guard.GuardedDUL.send_pdu``).
 """
 
 from __future__ import annotations
@@ -104,11 +105,3 @@ def wait_for_room(dul: DULServiceProvider, primitive: Any) -> bool:
             return False
         time.sleep(0.0002)
     return True
-
-
-class BoundedDUL(DULServiceProvider):
-    """pynetdicom's upper layer for requestor associations, with ``wait_for_room``."""
-
-    def send_pdu(self, primitive: Any) -> None:
-        if wait_for_room(self, primitive):
-            super().send_pdu(primitive)
