@@ -10,11 +10,18 @@ convert to).
 
 It is a pydicom ``Dataset`` holding the two UIDs. pynetdicom's retrieve services
 count, list and report sub-operations by them, and they accept nothing else.
+
+The file is opened once, by ``open``, and everything after reads that open file
+(``source``): the meta, the data set's offset, the bytes sent. A store of the same
+instance that renames a new version over it meanwhile (another transfer syntax,
+another meta length) changes nothing in what this one sends. The descriptor closes
+when the object is collected, or at ``close``.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 from pydicom import dcmread
@@ -26,31 +33,49 @@ _REQUIRED = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferS
 
 class StoredDataset(Dataset):
     """The SOP Class and Instance UIDs and file meta of a stored file; ``path`` is
-    the file."""
+    the file's name, ``source`` the file as opened."""
 
     path: Path
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> StoredDataset:
-        """Read the file meta of ``path``: OSError if it cannot be read, ValueError
-        if it has no file meta naming its class, instance and transfer syntax."""
+        """Open ``path`` and read its file meta: OSError if it cannot be read,
+        ValueError if it has no file meta naming its class, instance and syntax."""
         path = Path(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        source = f"/proc/self/fd/{fd}"
         try:
-            meta = read_file_meta_info(path)
+            meta = read_file_meta_info(source)
+            missing = [keyword for keyword in _REQUIRED if not meta.get(keyword)]
         except OSError:
+            os.close(fd)
             raise
         except Exception as exc:
+            os.close(fd)
             raise ValueError(f"{path} is not a DICOM file with file meta: {exc}") from exc
-        for keyword in _REQUIRED:
-            if not meta.get(keyword):
-                raise ValueError(f"{path} has no {keyword} in its file meta")
+        if missing:
+            os.close(fd)
+            raise ValueError(f"{path} has no {missing[0]} in its file meta")
         ds = cls()
         ds.file_meta = meta
         ds.SOPClassUID = meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.path = path
+        ds._source = source
+        ds._closer = weakref.finalize(ds, os.close, fd)
         return ds
+
+    @property
+    def source(self) -> str:
+        """A name of the file as it was opened (``/proc/self/fd/N``), for reading it
+        again whatever has happened to ``path`` since."""
+        source: str = self._source
+        return source
 
     def load(self) -> Dataset:
         """The whole dataset, decoded (what pacsd sends when the syntax must change)."""
-        return dcmread(self.path)
+        return dcmread(self.source)
+
+    def close(self) -> None:
+        """Close the file now rather than when the object is collected."""
+        self._closer()

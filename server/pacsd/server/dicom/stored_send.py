@@ -76,14 +76,17 @@ def install() -> None:
     def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, StoredDataset):
             return original(self, dataset, *args, **kwargs)
-        meta = dataset.file_meta
-        if not _accepts(self, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
-            return original(self, dataset.load(), *args, **kwargs)
-        _sending.stored = True
         try:
-            return original(self, dataset.path, *args, **kwargs)
+            meta = dataset.file_meta
+            if not _accepts(self, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
+                return original(self, dataset.load(), *args, **kwargs)
+            _sending.stored = True
+            try:  # the file as opened: pynetdicom and send_file read it by that name
+                return original(self, dataset.source, *args, **kwargs)
+            finally:
+                _sending.stored = False
         finally:
-            _sending.stored = False
+            dataset.close()
 
     association_module._config = _Config()  # type: ignore[assignment]
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
