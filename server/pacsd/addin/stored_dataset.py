@@ -11,71 +11,70 @@ convert to).
 It is a pydicom ``Dataset`` holding the two UIDs. pynetdicom's retrieve services
 count, list and report sub-operations by them, and they accept nothing else.
 
-The file is opened once, by ``open``, and everything after reads that open file
-(``source``): the meta, the data set's offset, the bytes sent. A store of the same
-instance that renames a new version over it meanwhile (another transfer syntax,
-another meta length) changes nothing in what this one sends. The descriptor closes
-when the object is collected, or at ``close``.
+Sending opens the file once (``opened``) and reads everything from that open file:
+the meta, the data set's offset, the bytes sent. A store of the same instance that
+renames a new version over the name meanwhile (another transfer syntax, another meta
+length) changes nothing in what one sub-operation sends. Nothing stays open between
+``open`` and the send: retrieves pull results ahead in batches (64), and that many
+descriptors per retrieve would soon reach a process's limit.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 
 _REQUIRED = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
 
 
 class StoredDataset(Dataset):
-    """The SOP Class and Instance UIDs and file meta of a stored file; ``path`` is
-    the file's name, ``source`` the file as opened."""
+    """The SOP Class and Instance UIDs and file meta of a stored file at ``path``."""
 
     path: Path
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> StoredDataset:
-        """Open ``path`` and read its file meta: OSError if it cannot be read,
-        ValueError if it has no file meta naming its class, instance and syntax."""
+        """Read the file meta of ``path``: OSError if it cannot be read, ValueError if
+        it has no file meta naming its class, instance and transfer syntax."""
         path = Path(path)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        source = f"/proc/self/fd/{fd}"
-        try:
-            meta = read_file_meta_info(source)
-            missing = [keyword for keyword in _REQUIRED if not meta.get(keyword)]
-        except OSError:
-            os.close(fd)
-            raise
-        except Exception as exc:
-            os.close(fd)
-            raise ValueError(f"{path} is not a DICOM file with file meta: {exc}") from exc
-        if missing:
-            os.close(fd)
-            raise ValueError(f"{path} has no {missing[0]} in its file meta")
+        meta = _meta(path, str(path))
         ds = cls()
         ds.file_meta = meta
         ds.SOPClassUID = meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.path = path
-        ds._source = source
-        ds._closer = weakref.finalize(ds, os.close, fd)
         return ds
 
-    @property
-    def source(self) -> str:
-        """A name of the file as it was opened (``/proc/self/fd/N``), for reading it
-        again whatever has happened to ``path`` since."""
-        source: str = self._source
-        return source
+    @contextmanager
+    def opened(self) -> Iterator[tuple[str, FileMetaDataset]]:
+        """The file opened now: a name that reads that open file (``/proc/self/fd/N``),
+        whatever happens to ``path`` meanwhile, and its file meta as it is now."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            source = f"/proc/self/fd/{fd}"
+            yield source, _meta(self.path, source)
+        finally:
+            os.close(fd)
 
     def load(self) -> Dataset:
         """The whole dataset, decoded (what pacsd sends when the syntax must change)."""
-        return dcmread(self.source)
+        return dcmread(self.path)
 
-    def close(self) -> None:
-        """Close the file now rather than when the object is collected."""
-        self._closer()
+
+def _meta(path: Path, source: str) -> FileMetaDataset:
+    try:
+        meta = read_file_meta_info(source)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path} is not a DICOM file with file meta: {exc}") from exc
+    for keyword in _REQUIRED:
+        if not meta.get(keyword):
+            raise ValueError(f"{path} has no {keyword} in its file meta")
+    return meta

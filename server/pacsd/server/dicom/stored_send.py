@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from pacsd.addin.stored_dataset import StoredDataset
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import _config
 from pynetdicom import association as association_module
@@ -76,17 +77,14 @@ def install() -> None:
     def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, StoredDataset):
             return original(self, dataset, *args, **kwargs)
-        try:
-            meta = dataset.file_meta
+        with dataset.opened() as (source, meta):
             if not _accepts(self, str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)):
-                return original(self, dataset.load(), *args, **kwargs)
+                return original(self, dcmread(source), *args, **kwargs)
             _sending.stored = True
             try:  # the file as opened: pynetdicom and send_file read it by that name
-                return original(self, dataset.source, *args, **kwargs)
+                return original(self, source, *args, **kwargs)
             finally:
                 _sending.stored = False
-        finally:
-            dataset.close()
 
     association_module._config = _Config()  # type: ignore[assignment]
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
