@@ -45,8 +45,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pynetdicom
 from pacsd.addin import sop
@@ -64,7 +63,6 @@ from pacsd.addin.stored_dataset import StoredDataset
 from pacsd.server.aetitles import normalize_ae_title
 from pacsd.server.dicom import send_path, stored_send
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
@@ -312,7 +310,7 @@ class PynetdicomClient:
         start = time.perf_counter()
         try:
             with self.association(entry, item.contexts(), timeout) as assoc:
-                status = assoc.send_c_store(item.payload_for(assoc))
+                status = assoc.send_c_store(item.dataset)
                 elapsed = _ms(start)
                 code, error = self._status(assoc, status, "C-STORE", timeout)
         except AssociationFailed as exc:
@@ -500,21 +498,16 @@ class PynetdicomClient:
 
 
 class _StoreItem:
-    """What one C-STORE sends: a dataset, or a file sent as stored when possible."""
+    """What one C-STORE sends: a dataset, or a file (a ``StoredDataset``: sent as
+    stored when the peer accepted its syntax, see stored_send.py)."""
 
     def __init__(
-        self,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax: UID,
-        dataset: Dataset | None,
-        path: Path | None,
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: UID, dataset: Dataset
     ) -> None:
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax = transfer_syntax
         self.dataset = dataset
-        self.path = path
 
     @classmethod
     def of(cls, value: Dataset | str | os.PathLike[str]) -> _StoreItem:
@@ -531,24 +524,14 @@ class _StoreItem:
                 value.file_meta = FileMetaDataset()
                 value.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
                 syntax = ExplicitVRLittleEndian
-            return cls(str(value.SOPClassUID), str(value.SOPInstanceUID), UID(syntax), value, None)
-        path = Path(value)
-        try:
-            meta = read_file_meta_info(path)
-        except OSError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{path} is not a DICOM file with file meta: {exc}") from exc
-        required = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
-        for keyword in required:
-            if not meta.get(keyword):
-                raise ValueError(f"{path} has no {keyword} in its file meta")
+            return cls(str(value.SOPClassUID), str(value.SOPInstanceUID), UID(syntax), value)
+        stored = StoredDataset.open(value)  # OSError, or ValueError without usable meta
+        meta = stored.file_meta
         return cls(
             str(meta.MediaStorageSOPClassUID),
             str(meta.MediaStorageSOPInstanceUID),
             UID(meta.TransferSyntaxUID),
-            None,
-            path,
+            stored,
         )
 
     def contexts(self) -> list[PresentationContext]:
@@ -561,13 +544,6 @@ class _StoreItem:
             others = [ts for ts in _UNCOMPRESSED if ts != self.transfer_syntax]
             contexts.append(build_context(self.sop_class_uid, others))
         return contexts
-
-    def payload_for(self, assoc: Association) -> Dataset:
-        if self.path is None:
-            return cast(Dataset, self.dataset)
-        # Sent from the file as stored if the peer accepted its syntax; decoded and
-        # re-encoded by pynetdicom if it wants another (stored_send.py).
-        return StoredDataset.open(self.path)
 
 
 # -- helpers ---------------------------------------------------------------------------
