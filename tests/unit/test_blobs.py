@@ -3,7 +3,9 @@ mkdir and no fsync of the root; files listed from every bucket in order."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,24 @@ def test_a_replaced_version_keeps_a_second_name_until_forgotten_or_put_back(
     assert third.final.read_bytes() == b"newest" and list(store.tmp.iterdir()) == []
 
 
+def _placer(
+    store: BlobStore,
+) -> tuple[Callable[[str, bytes], blobs.Placed], Callable[[str], bytes | None]]:
+    """``place(uid, data)``: a temporary file holding ``data`` placed as ``uid`` (no
+    fsync); ``final(uid)``: what the final name holds now (None: nothing)."""
+
+    def place(uid: str, data: bytes) -> blobs.Placed:
+        tmp = store.tmp / f"{uid}-{data.decode()}.part"
+        tmp.write_bytes(data)
+        return store.place(tmp, uid)
+
+    def final(uid: str) -> bytes | None:
+        path = store.path_for(uid)
+        return path.read_bytes() if path.exists() else None
+
+    return place, final
+
+
 def test_a_failed_store_takes_back_only_its_own_file(tmp_path: Path) -> None:
     """Another store of the same instance (another association or worker) may replace
     the file of a store that then fails: that version, which its peer was told was
@@ -109,14 +129,7 @@ def test_a_failed_store_takes_back_only_its_own_file(tmp_path: Path) -> None:
     comes back, only while the name still holds it."""
     store = BlobStore(tmp_path)
 
-    def place(uid: str, data: bytes) -> blobs.Placed:
-        tmp = store.tmp / f"{uid}-{len(data)}.part"
-        tmp.write_bytes(data)
-        return store.place(tmp, uid)
-
-    def final(uid: str) -> bytes | None:
-        path = store.path_for(uid)
-        return path.read_bytes() if path.exists() else None
+    place, final = _placer(store)
 
     # An overwrite that fails after another one replaced it.
     place("1.2.3.1", b"old")
@@ -148,16 +161,9 @@ def test_stores_that_all_fail_bring_back_the_version_the_first_one_replaced(
     failed store hands the version it replaced to the store that replaced its file.
     Whichever succeeds stands, and no second name is left behind."""
     store = BlobStore(tmp_path)
-    orders = [(0, 1, 2), (2, 1, 0), (1, 0, 2), (0, 2, 1), (1, 2, 0), (2, 0, 1)]
+    orders = list(itertools.permutations(range(3)))
 
-    def place(uid: str, data: bytes) -> blobs.Placed:
-        tmp = store.tmp / f"{uid}-{data.decode()}.part"
-        tmp.write_bytes(data)
-        return store.place(tmp, uid)
-
-    def final(uid: str) -> bytes | None:
-        path = store.path_for(uid)
-        return path.read_bytes() if path.exists() else None
+    place, final = _placer(store)
 
     for n, order in enumerate(orders):
         for before in (b"before", None):
