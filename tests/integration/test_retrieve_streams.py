@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pacsd.addin.testing import RunningServer, start_server
@@ -194,6 +195,37 @@ def _growing_file(folder: Path, timeout: float = 30) -> Path:
     raise AssertionError(f"nothing arrived in {folder} within {timeout}s")
 
 
+def c_get(
+    server: RunningServer,
+    patient_id: str,
+    syntax: str,
+    handlers: list[Any],
+    max_pdu: int = 16382,
+) -> list[tuple[Dataset, Dataset | None]]:
+    """A pynetdicom C-GET of patient ``patient_id`` (PATIENT level) that takes CT
+    instances in ``syntax`` only; its responses (status, identifier)."""
+    ae = AE(ae_title="GETSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CT, [syntax])
+    assoc = ae.associate(
+        "127.0.0.1",
+        server.dicom_port,
+        ae_title=server.ae_title,
+        max_pdu=max_pdu,
+        ext_neg=[build_role(CT, scp_role=True)],
+        evt_handlers=handlers,
+    )
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "PATIENT"
+        query.PatientID = patient_id
+        return list(assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+
+
 def test_a_peer_that_takes_only_implicit_vr_gets_it_converted(
     server: RunningServer, big: Path
 ) -> None:
@@ -205,29 +237,8 @@ def test_a_peer_that_takes_only_implicit_vr_gets_it_converted(
         received.append(ds)
         return 0x0000
 
-    ae = AE(ae_title="IMPLICIT")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CT, [ImplicitVRLittleEndian])
-    assoc = ae.associate(
-        "127.0.0.1",
-        server.dicom_port,
-        ae_title=server.ae_title,
-        ext_neg=[build_role(CT, scp_role=True)],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )
-    assert assoc.is_established
-    try:
-        query = Dataset()
-        query.QueryRetrieveLevel = "PATIENT"
-        query.PatientID = PATIENT
-        statuses = [
-            status.Status
-            for status, _ in assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet)
-        ]
-    finally:
-        assoc.release()
-    assert statuses[-1] == 0x0000
+    responses = c_get(server, PATIENT, ImplicitVRLittleEndian, [(evt.EVT_C_STORE, on_store)])
+    assert responses[-1][0].Status == 0x0000
     (ds,) = received
     assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     original = dcmread(big)
@@ -288,26 +299,8 @@ def test_the_stored_file_goes_in_pdus_the_peer_can_take(
         if isinstance(event.pdu, P_DATA_TF):
             lengths.append(event.pdu.pdu_length)
 
-    ae = AE(ae_title="PDUSIZES")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CT, [ExplicitVRLittleEndian])
-    assoc = ae.associate(
-        "127.0.0.1",
-        server.dicom_port,
-        ae_title=server.ae_title,
-        max_pdu=max_pdu,
-        ext_neg=[build_role(CT, scp_role=True)],
-        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_PDU_RECV, on_pdu)],
-    )
-    assert assoc.is_established
-    try:
-        query = Dataset()
-        query.QueryRetrieveLevel = "PATIENT"
-        query.PatientID = "PDUSIZES"
-        responses = list(assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet))
-    finally:
-        assoc.release()
+    handlers = [(evt.EVT_C_STORE, on_store), (evt.EVT_PDU_RECV, on_pdu)]
+    responses = c_get(server, "PDUSIZES", ExplicitVRLittleEndian, handlers, max_pdu=max_pdu)
     assert responses[-1][0].Status == 0x0000
     assert received == [data]
     if max_pdu:
