@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 
@@ -61,10 +60,6 @@ class StoredDataset(Dataset):
             yield source, _meta(self.path, source)
         finally:
             os.close(fd)
-
-    def load(self) -> Dataset:
-        """The whole dataset, decoded (what pacsd sends when the syntax must change)."""
-        return dcmread(self.path)
 
 
 def _meta(path: Path, source: str) -> FileMetaDataset:
