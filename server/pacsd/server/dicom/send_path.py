@@ -24,10 +24,10 @@ import logging
 import os
 import ssl
 import struct
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from pacsd.server.dicom.dimse_encode import (
     EncodedCommand,
@@ -313,17 +313,16 @@ def _send_as_pynetdicom(
     stored = msg._data_set_path
     if report or not isinstance(stored, tuple):
         stored = None
-    fragments = cast(Generator[P_DATA, None, None], msg.encode_msg(context_id, max_pdu))
-    for pdata in fragments:
-        if stored is not None and not pdata.presentation_data_value_list[0][1][0] & 1:
-            fragments.close()  # its first data set fragment: not sent, the file closed
-            send_file(sock, context_id, stored[0], stored[1], max_pdu)
-            return
+    else:
+        msg._data_set_path = None  # pynetdicom then encodes the command set only
+    for pdata in msg.encode_msg(context_id, max_pdu):
         pdu = P_DATA_TF()
         pdu.from_primitive(pdata)
         sock.send(pdu.encode())  # type: ignore[union-attr]
         if report:
             evt.trigger(assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+    if stored is not None:
+        send_file(sock, context_id, stored[0], stored[1], max_pdu)
 
 
 #: Bytes of a stored file read and written at once by ``send_file``.
