@@ -32,6 +32,7 @@ import platform
 import queue
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -312,6 +313,36 @@ def _proc_cpu(pid: int, with_children: bool) -> float:
     if with_children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / _CLK_TCK
+
+
+def _machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every CPU since boot (``/proc/stat``); None elsewhere.
+
+    Busy is everything but idle and iowait. Over a measurement it tells whether the
+    figure was bound by the machine's CPUs, which the server and the senders share.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
+
+
+def _busy_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float:
+    if before is None or after is None or after[1] <= before[1]:
+        return float("nan")
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every child this process has waited for (the storescu senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _descendants(pid: int) -> list[int]:
@@ -638,6 +669,10 @@ class Run:
     instances_per_s: float
     mb_per_s: float
     server_cpu_ms_per_instance: float
+    #: CPU of the storescu processes (they share the machine with the server).
+    sender_cpu_ms_per_instance: float
+    #: Share of all CPUs busy while the instances were sent (anything on the machine).
+    machine_busy_pct: float
 
 
 @dataclass
@@ -662,12 +697,22 @@ class Result:
     def cpu_ms(self) -> float:
         return statistics.median(r.server_cpu_ms_per_instance for r in self.runs)
 
+    @property
+    def sender_cpu_ms(self) -> float:
+        return statistics.median(r.sender_cpu_ms_per_instance for r in self.runs)
+
+    @property
+    def busy_pct(self) -> float:
+        return statistics.median(r.machine_busy_pct for r in self.runs)
+
     def as_json(self) -> dict[str, Any]:
         return {
             **{k: v for k, v in asdict(self).items() if k != "runs"},
             "median_instances_per_s": round(self.instances_per_s, 2),
             "median_mb_per_s": round(self.mb_per_s, 2),
             "median_server_cpu_ms_per_instance": round(self.cpu_ms, 3),
+            "median_sender_cpu_ms_per_instance": round(self.sender_cpu_ms, 3),
+            "median_machine_busy_pct": round(self.busy_pct, 1),
             "runs": [{k: round(v, 4) for k, v in asdict(run).items()} for run in self.runs],
         }
 
@@ -766,7 +811,11 @@ def measure(
             else:
                 raise BenchError(f"{associations} associations need {associations} parts")
             cpu_before = server.cpu_seconds()
+            senders_before = _children_cpu()
+            machine_before = _machine_ticks()
             seconds = run_storescu(tools, server, groups, nodelay, opts.timeout, mdir)
+            busy = _busy_pct(machine_before, _machine_ticks())
+            senders_used = _children_cpu() - senders_before  # every storescu was waited for
             cpu_used = server.cpu_seconds() - cpu_before
             server.check_alive()
             server.stop()
@@ -793,6 +842,8 @@ def measure(
         instances_per_s=corpus.count / seconds,
         mb_per_s=corpus.bytes / MB / seconds,
         server_cpu_ms_per_instance=cpu_used * 1000 / corpus.count,
+        sender_cpu_ms_per_instance=senders_used * 1000 / corpus.count,
+        machine_busy_pct=busy,
     )
 
 
@@ -848,7 +899,7 @@ def report(
     print()
     header = (
         f"{'size':<6} {'assoc':>5}  {'target':<17} {'inst/s':>9} {'MB/s':>8} "
-        f"{'srv CPU ms/inst':>15}  runs (inst/s)"
+        f"{'srv CPU ms/inst':>15} {'scu CPU ms/inst':>15} {'busy %':>6}  runs (inst/s)"
     )
     print(header)
     print("-" * len(header))
@@ -861,8 +912,13 @@ def report(
                 runs = " ".join(f"{run.instances_per_s:.1f}" for run in r.runs)
                 print(
                     f"{size:<6} {assoc:>5}  {LABELS[target]:<17} {r.instances_per_s:>9.1f} "
-                    f"{r.mb_per_s:>8.1f} {r.cpu_ms:>15.2f}  {runs}"
+                    f"{r.mb_per_s:>8.1f} {r.cpu_ms:>15.2f} {r.sender_cpu_ms:>15.2f} "
+                    f"{r.busy_pct:>6.0f}  {runs}"
                 )
+    print(
+        f"  busy %: all {os.cpu_count()} CPUs, while the instances were sent (server, storescu and"
+        " anything else); near 100 the figure is bound by this machine's CPUs"
+    )
     print()
     ratios = []
     for size in SIZES:
@@ -1082,7 +1138,9 @@ def run(opts: argparse.Namespace) -> int:
                 f"[{n:>2}/{len(plan)}] {target:<8} {size:<5} x{assoc}"
                 f"{'' if nodelay else ' (Nagle)'}: {one.instances_per_s:7.1f} inst/s "
                 f"{one.mb_per_s:6.1f} MB/s in {one.seconds:6.2f}s, "
-                f"server CPU {one.server_cpu_ms_per_instance:.2f} ms/inst"
+                f"server CPU {one.server_cpu_ms_per_instance:.2f} ms/inst, "
+                f"storescu CPU {one.sender_cpu_ms_per_instance:.2f} ms/inst, "
+                f"machine {one.machine_busy_pct:.0f}% busy"
             )
         figures = report(results, nagle, corpora, tools, opts, time.perf_counter() - started)
         if opts.json is not None:

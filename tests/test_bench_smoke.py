@@ -63,6 +63,11 @@ def test_ingest_benchmark_quick_run(tmp_path: Path) -> None:
     for r in results:
         assert r["count"] == (40 if r["size"] == "large" else 200)
         assert len(r["runs"]) == 1 and r["median_instances_per_s"] > 0
+        # The senders' CPU and the machine's load are measured, not left out: storescu
+        # parses and sends every file, and something was busy while it did.
+        assert r["median_sender_cpu_ms_per_instance"] > 0, r
+        assert 0 < r["median_machine_busy_pct"] <= 100, r
+    assert re.search(r"^\s+busy %: all \d+ CPUs", proc.stdout, re.M), proc.stdout
     assert figures["default_nagle"]["tcp_nodelay"] is False
 
     # Temporary directories are cleaned up: only what pytest made is left.
