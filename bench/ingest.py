@@ -705,6 +705,15 @@ class Result:
     def busy_pct(self) -> float:
         return statistics.median(r.machine_busy_pct for r in self.runs)
 
+    @property
+    def cpu_cap(self) -> float:
+        """Instances/s this machine's CPUs would allow at these costs, fully busy: the
+        server and the senders share them. A target above it needs less CPU per
+        instance, not more overlap."""
+        spent = self.cpu_ms + self.sender_cpu_ms
+        cpus = os.cpu_count() or 1
+        return cpus * 1000.0 / spent if spent > 0 else float("nan")
+
     def as_json(self) -> dict[str, Any]:
         return {
             **{k: v for k, v in asdict(self).items() if k != "runs"},
@@ -713,6 +722,7 @@ class Result:
             "median_server_cpu_ms_per_instance": round(self.cpu_ms, 3),
             "median_sender_cpu_ms_per_instance": round(self.sender_cpu_ms, 3),
             "median_machine_busy_pct": round(self.busy_pct, 1),
+            "cpu_cap_instances_per_s": round(self.cpu_cap, 1),
             "runs": [{k: round(v, 4) for k, v in asdict(run).items()} for run in self.runs],
         }
 
@@ -899,7 +909,8 @@ def report(
     print()
     header = (
         f"{'size':<6} {'assoc':>5}  {'target':<17} {'inst/s':>9} {'MB/s':>8} "
-        f"{'srv CPU ms/inst':>15} {'scu CPU ms/inst':>15} {'busy %':>6}  runs (inst/s)"
+        f"{'srv CPU ms/inst':>15} {'scu CPU ms/inst':>15} {'busy %':>6} {'CPU cap':>8}"
+        "  runs (inst/s)"
     )
     print(header)
     print("-" * len(header))
@@ -913,11 +924,15 @@ def report(
                 print(
                     f"{size:<6} {assoc:>5}  {LABELS[target]:<17} {r.instances_per_s:>9.1f} "
                     f"{r.mb_per_s:>8.1f} {r.cpu_ms:>15.2f} {r.sender_cpu_ms:>15.2f} "
-                    f"{r.busy_pct:>6.0f}  {runs}"
+                    f"{r.busy_pct:>6.0f} {r.cpu_cap:>8.0f}  {runs}"
                 )
     print(
         f"  busy %: all {os.cpu_count()} CPUs, while the instances were sent (server, storescu and"
         " anything else); near 100 the figure is bound by this machine's CPUs"
+    )
+    print(
+        f"  CPU cap: {os.cpu_count()} CPUs / (srv + scu CPU per instance), the inst/s these"
+        " costs allow with every CPU busy"
     )
     print()
     ratios = []

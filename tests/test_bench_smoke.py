@@ -67,7 +67,12 @@ def test_ingest_benchmark_quick_run(tmp_path: Path) -> None:
         # parses and sends every file, and something was busy while it did.
         assert r["median_sender_cpu_ms_per_instance"] > 0, r
         assert 0 < r["median_machine_busy_pct"] <= 100, r
+        # A figure cannot exceed what its own CPU costs allow on this machine's CPUs
+        # (clock ticks are coarse at --quick sizes: a margin).
+        cap = r["cpu_cap_instances_per_s"]
+        assert cap > 0 and r["median_instances_per_s"] < cap * 1.5, r
     assert re.search(r"^\s+busy %: all \d+ CPUs", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\s+CPU cap: \d+ CPUs / ", proc.stdout, re.M), proc.stdout
     assert figures["default_nagle"]["tcp_nodelay"] is False
 
     # Temporary directories are cleaned up: only what pytest made is left.
