@@ -8,6 +8,7 @@ process is below one in half a million, and each test checks that both served.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -30,6 +31,7 @@ from pacsd.admin.v1 import (
     storage_pb2_grpc,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 
@@ -38,6 +40,8 @@ from tests.conftest import PacsdProcess, run_pacsctl
 
 ROOT = Path(__file__).resolve().parents[2]
 SPY = ROOT / "tests" / "addins" / "spy.py"
+FAULTY = ROOT / "tests" / "addins" / "faulty.py"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 VERIFICATION = "1.2.840.10008.1.1"
 ASSOCIATIONS = 24
 
@@ -261,11 +265,67 @@ def test_status_and_metrics_add_up_every_worker(
     assert samples[("pacsd_addin_healthy", (("addin", "verification"),))] == 1
     assert samples[("pacsd_info", (("version", now.version),))] == 1
 
+    # The add-in's own counters, as the control plane shows them: every worker's calls.
+    with grpc.insecure_channel(server.endpoint) as ch:
+        addins = addins_pb2_grpc.AddinServiceStub(ch)
+        one = addins.GetAddin(addins_pb2.GetAddinRequest(name="verification"), timeout=10)
+        listed = addins.ListAddins(addins_pb2.ListAddinsRequest(), timeout=10).addins
+    assert one.addin.counters.calls == ASSOCIATIONS, one.addin.counters
+    assert one.addin.healthy
+    assert [a.counters.calls for a in listed if a.name == "verification"] == [ASSOCIATIONS]
+    out = run_pacsctl(server, "-w", "json", "addin", "get", "verification")
+    assert out.returncode == 0, out.stderr
+    assert int(json.loads(out.stdout)["addin"]["counters"]["calls"]) == ASSOCIATIONS
+
     out = run_pacsctl(server, "status")
     assert out.returncode == 0, out.stderr
     assert "WORKERS" in out.stdout
     for worker in now.workers:
         assert str(worker.pid) in out.stdout
+
+
+def test_an_addin_unhealthy_in_one_worker_is_unhealthy_for_the_server(
+    start_pacsd: Callable[..., PacsdProcess], tmp_path: Path
+) -> None:
+    """A handler that outlives its time limit on the second process: the control
+    plane, served by the first, reports the add-in unhealthy and says where."""
+    config = tmp_path / "no-storage.toml"
+    config.write_text("[addins.storage]\nenabled = false\n")  # faulty takes MR instead
+    server = start_pacsd(["--config", str(config)], env={"PACSD_WORKERS": "2"})
+    with grpc.insecure_channel(server.endpoint) as ch:
+        addins = addins_pb2_grpc.AddinServiceStub(ch)
+        listing = associations_pb2_grpc.AssociationServiceStub(ch)
+        addins.LoadAddin(addins_pb2.LoadAddinRequest(name=str(FAULTY)), timeout=30)
+        ae = AE(ae_title="SCU")
+        ae.add_requested_context(MR_IMAGE, ExplicitVRLittleEndian)
+        for _ in range(ASSOCIATIONS):  # until the kernel gives one to the second worker
+            assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="PACSD")
+            assert assoc.is_established
+            port = assoc.dul.socket.socket.getsockname()[1]
+            live = listing.ListAssociations(
+                associations_pb2.ListAssociationsRequest(), timeout=10
+            ).associations
+            if any(a.peer_port == port and a.worker == 1 for a in live):
+                break
+            assoc.release()
+        else:
+            raise AssertionError(f"none of {ASSOCIATIONS} associations reached worker 1")
+        try:
+            ds = corpus.instance(patient_id="HANG", sop_class=MR_IMAGE, modality="MR")
+            assert assoc.send_c_store(ds).Status == 0x0110  # answered at the 1 s limit
+        finally:
+            assoc.release()
+
+        got = addins.GetAddin(addins_pb2.GetAddinRequest(name="faulty"), timeout=10).addin
+        listed = [
+            a
+            for a in addins.ListAddins(addins_pb2.ListAddinsRequest(), timeout=10).addins
+            if a.name == "faulty"
+        ]
+    assert not got.healthy, got
+    assert got.error.startswith("worker 1: ") and "time limit" in got.error, got.error
+    assert got.counters.timeouts == 1 and got.counters.calls == 1, got.counters
+    assert [(a.healthy, a.error, a.counters.timeouts) for a in listed] == [(False, got.error, 1)]
 
 
 def test_pause_and_runtime_settings_reach_every_worker(

@@ -64,6 +64,43 @@ def addin_message(record: AddinRecord) -> addins_pb2.Addin:
     return msg
 
 
+def add_worker(mine: addins_pb2.Addin, theirs: addins_pb2.Addin, worker: int) -> None:
+    """Fold another engine process's view of the same add-in into ``mine``.
+
+    Each worker counts its own calls: the server's are the sum (the mean weighted by
+    calls, the maximum the largest). The add-in is healthy only if it is healthy in
+    every process; a worker's reason is kept, naming the worker, since that is where
+    the operator has to look.
+    """
+    c, o = mine.counters, theirs.counters
+    total_ms = c.mean_latency_ms * c.calls + o.mean_latency_ms * o.calls
+    c.calls += o.calls
+    c.failures += o.failures
+    c.timeouts += o.timeouts
+    c.mean_latency_ms = total_ms / c.calls if c.calls else 0.0
+    c.max_latency_ms = max(c.max_latency_ms, o.max_latency_ms)
+    if not theirs.healthy:
+        mine.healthy = False
+        if theirs.error:
+            why = f"worker {worker}: {theirs.error}"
+            mine.error = f"{mine.error}; {why}" if mine.error else why
+
+
+def _worker_addins(channel: grpc.Channel) -> list[addins_pb2.Addin]:
+    """Every add-in one worker knows, all pages."""
+    stub = addins_pb2_grpc.AddinServiceStub(channel)
+    found: list[addins_pb2.Addin] = []
+    token = ""
+    while True:
+        reply = stub.ListAddins(
+            addins_pb2.ListAddinsRequest(page_size=1000, page_token=token), timeout=5
+        )
+        found.extend(reply.addins)
+        token = reply.next_page_token
+        if not token:
+            return found
+
+
 def _plain(value: Any) -> Any:
     """Struct numbers are doubles; give integral ones back as ints (ports, counts)."""
     if isinstance(value, float) and value.is_integer():
@@ -138,6 +175,21 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
     def _m(self):  # type: ignore[no-untyped-def]
         return self._rt.addins
 
+    def _server_wide(self, msgs: list[addins_pb2.Addin]) -> list[addins_pb2.Addin]:
+        """``msgs`` (this process's view) with every other worker's counters and health
+        added: one server, whichever process served the calls. A worker that does not
+        answer (restarting) is left out, as in the server's status."""
+        supervisor = self._rt.supervisor
+        if supervisor is None or not msgs:
+            return msgs
+        by_name = {msg.name: msg for msg in msgs}
+        for worker, theirs in supervisor.each(lambda w: _worker_addins(w.channel)):
+            for other in theirs:
+                mine = by_name.get(other.name)
+                if mine is not None:
+                    add_worker(mine, other, worker.index)
+        return msgs
+
     @rpc
     def ListAddins(
         self, request: addins_pb2.ListAddinsRequest, context: grpc.ServicerContext
@@ -145,7 +197,7 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
         records = self._m.list()
         items, token = page(records, request.page_size, request.page_token)
         return addins_pb2.ListAddinsResponse(
-            addins=[addin_message(r) for r in items], next_page_token=token
+            addins=self._server_wide([addin_message(r) for r in items]), next_page_token=token
         )
 
     @rpc
@@ -154,7 +206,7 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
     ) -> addins_pb2.GetAddinResponse:
         _need_name(request.name)
         record = _mapped(lambda: self._m.get(request.name))
-        return addins_pb2.GetAddinResponse(addin=addin_message(record))
+        return addins_pb2.GetAddinResponse(addin=self._server_wide([addin_message(record)])[0])
 
     @rpc
     def LoadAddin(
