@@ -36,7 +36,7 @@ from pacsd.addin import (
     command,
     hook,
 )
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 #: A UID safe to use as a file name (PS3.5 9.1: digits and dots, at most 64).
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -66,6 +66,13 @@ class MessageLogSettings(AddinSettings):
     capture_dir: str = ""
     #: Most bytes the captures may take; past it the oldest are removed.
     capture_max_bytes: int = Field(1024**3, ge=1)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        """``info`` as well as ``INFO``, as the server's ``log_level`` and ``pacsctl
+        logs --level`` take it."""
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _capture_needs_dir(self) -> MessageLogSettings:
