@@ -19,7 +19,7 @@ from pacsd.server.addins.record import AddinRecord, AddinState
 from pacsd.server.addins.registry import AddinLoadError
 from pacsd.server.addins.routing import RouteConflictError
 from pacsd.server.control.errors import ControlError, rpc
-from pacsd.server.control.paging import page
+from pacsd.server.control.paging import every_page, page
 from pacsd.server.control.structs import to_struct
 
 if TYPE_CHECKING:
@@ -84,21 +84,6 @@ def add_worker(mine: addins_pb2.Addin, theirs: addins_pb2.Addin, worker: int) ->
         if theirs.error:
             why = f"worker {worker}: {theirs.error}"
             mine.error = f"{mine.error}; {why}" if mine.error else why
-
-
-def _worker_addins(channel: grpc.Channel) -> list[addins_pb2.Addin]:
-    """Every add-in one worker knows, all pages."""
-    stub = addins_pb2_grpc.AddinServiceStub(channel)
-    found: list[addins_pb2.Addin] = []
-    token = ""
-    while True:
-        reply = stub.ListAddins(
-            addins_pb2.ListAddinsRequest(page_size=1000, page_token=token), timeout=5
-        )
-        found.extend(reply.addins)
-        token = reply.next_page_token
-        if not token:
-            return found
 
 
 def _plain(value: Any) -> Any:
@@ -183,7 +168,13 @@ class AddinServicer(addins_pb2_grpc.AddinServiceServicer):
         if supervisor is None or not msgs:
             return msgs
         by_name = {msg.name: msg for msg in msgs}
-        for worker, theirs in supervisor.each(lambda w: _worker_addins(w.channel)):
+        for worker, theirs in supervisor.each(
+            lambda w: every_page(
+                addins_pb2_grpc.AddinServiceStub(w.channel).ListAddins,
+                addins_pb2.ListAddinsRequest,
+                "addins",
+            )
+        ):
             for other in theirs:
                 mine = by_name.get(other.name)
                 if mine is not None:

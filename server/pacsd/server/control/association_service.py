@@ -10,7 +10,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from pacsd.admin.v1 import associations_pb2, associations_pb2_grpc, errors_pb2
 from pacsd.server.control.errors import ControlError, rpc
-from pacsd.server.control.paging import page
+from pacsd.server.control.paging import every_page, page
 from pacsd.server.control.streams import StreamSlots, pump
 from pacsd.server.dicom.associations import association_info
 from pacsd.server.dicom.events import AssocEvent, EventFilter, EventType
@@ -146,20 +146,6 @@ def _order(msg: associations_pb2.Association) -> tuple[int, int, int]:
     return msg.start_time.ToNanoseconds(), msg.worker, int(digits) if digits.isdigit() else 0
 
 
-def _all_pages(stub: associations_pb2_grpc.AssociationServiceStub) -> list[Any]:
-    """Every live association of one worker."""
-    found: list[Any] = []
-    token = ""
-    while True:
-        reply = stub.ListAssociations(
-            associations_pb2.ListAssociationsRequest(page_size=1000, page_token=token), timeout=5
-        )
-        found.extend(reply.associations)
-        token = reply.next_page_token
-        if not token:
-            return found
-
-
 class AssociationServicer(associations_pb2_grpc.AssociationServiceServicer):
     def __init__(self, runtime: Runtime, slots: StreamSlots) -> None:
         self._rt = runtime
@@ -190,7 +176,11 @@ class AssociationServicer(associations_pb2_grpc.AssociationServiceServicer):
         supervisor = self._rt.supervisor
         if supervisor is not None:
             for _worker, theirs in supervisor.each(
-                lambda w: _all_pages(associations_pb2_grpc.AssociationServiceStub(w.channel))
+                lambda w: every_page(
+                    associations_pb2_grpc.AssociationServiceStub(w.channel).ListAssociations,
+                    associations_pb2.ListAssociationsRequest,
+                    "associations",
+                )
             ):
                 live.extend(theirs)
         live.sort(key=_order)

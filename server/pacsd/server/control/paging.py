@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from pacsd.admin.v1 import errors_pb2
@@ -31,6 +31,20 @@ def page(items: Sequence[T], page_size: int, page_token: str) -> tuple[Sequence[
     end = start + size
     token = _encode(end) if end < len(items) else ""
     return items[start:end], token
+
+
+def every_page(list_call: Callable[..., Any], request_type: type, field: str) -> list[Any]:
+    """Every item a list RPC of another process (a worker) returns, following its
+    page tokens: ``list_call`` a stub method, ``request_type`` its request message,
+    ``field`` the response's repeated field."""
+    found: list[Any] = []
+    token = ""
+    while True:
+        reply = list_call(request_type(page_size=MAX_PAGE_SIZE, page_token=token), timeout=5)
+        found.extend(getattr(reply, field))
+        token = reply.next_page_token
+        if not token:
+            return found
 
 
 def _encode(offset: int) -> str:
